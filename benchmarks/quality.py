@@ -1,0 +1,56 @@
+"""Quality of the shipped model on the three bundled validation cases (prints figures).
+
+    python benchmarks/quality.py [--weights W] [--no-tta]
+
+Per case: Dice, IoU, HD95 (mm), ASSD (mm), predicted and true LA volume (mL) and the volume
+error. With ../shared present it also prints the two-annotator agreement on la_005 / la_026,
+the ceiling a model can reasonably reach.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lasegtut.data import BUNDLED_SAMPLE, VALIDATION_CASES, load_case
+from lasegtut.inference import load_model, predict_volume
+from lasegtut.metrics import evaluate_masks
+from lasegtut.volume import volume_ml
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--no-tta", action="store_true")
+    args = ap.parse_args()
+    model, info = load_model(args.weights)
+    print(f"model: {args.weights or 'shipped'}, input {info['input_size']} px, tta={not args.no_tta}")
+    print(f"{'case':8} {'Dice':>6} {'IoU':>6} {'HD95mm':>7} {'ASSDmm':>7} {'pred mL':>8} {'true mL':>8} {'err %':>6} {'s':>5}")
+    rows = []
+    for cid in VALIDATION_CASES:
+        case = load_case(BUNDLED_SAMPLE, cid)
+        t0 = time.perf_counter()
+        pred = predict_volume(case.image, model, info, tta=not args.no_tta)
+        sec = time.perf_counter() - t0
+        m = evaluate_masks(pred, case.label, case.spacing)
+        vp, vt = volume_ml(pred, case.spacing), volume_ml(case.label, case.spacing)
+        err = 100 * (vp - vt) / vt
+        rows.append((m["dice"], m["hd95_mm"], m["assd_mm"], abs(err)))
+        print(f"{cid:8} {m['dice']:6.4f} {m['iou']:6.4f} {m['hd95_mm']:7.2f} {m['assd_mm']:7.2f} "
+              f"{vp:8.1f} {vt:8.1f} {err:+6.1f} {sec:5.1f}")
+    a = np.array(rows)
+    print(f"{'mean':8} {a[:, 0].mean():6.4f} {'':6} {a[:, 1].mean():7.2f} {a[:, 2].mean():7.2f} "
+          f"{'':8} {'':8} {a[:, 3].mean():6.1f}  (mean |volume error| %)")
+    if (SHARED / "dataset.json").is_file():
+        a, b = load_case(SHARED, "la_005"), load_case(SHARED, "la_026")
+        m = evaluate_masks(a.label, b.label, a.spacing)
+        print(f"two annotators, same scan (la_005 vs la_026): Dice {m['dice']:.4f}, HD95 {m['hd95_mm']:.2f} mm, "
+              f"ASSD {m['assd_mm']:.2f} mm")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The ``lasegtut`` command line: one sub-command per pipeline stage.
+
+Every user error (LasegError) becomes one line on stderr and exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import LasegError
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import download
+
+    path = download(dest=args.dest, url=args.url, md5=args.md5, progress=not args.quiet)
+    print(f"Task02_Heart is ready in {path}")
+    print(f"use it with: export LASEG_DATA_DIR={path}   (or --data {path})")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .preprocess import write_cache
+
+    summary = write_cache(args.data, args.out, dtype=args.dtype, progress=not args.quiet)
+    print(summary.describe())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
+                   resume=not args.no_resume)
+    print(result.describe())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict_file
+
+    report = predict_file(args.input, args.output, weights=args.weights, force=args.force,
+                          tta=not args.no_tta, largest_component=not args.no_lcc)
+    print(f"wrote {report['output']}")
+    print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
+          f"{report['seconds']:.1f} s)")
+    if args.json:
+        _print_json(report)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_mask
+    from .metrics import evaluate_masks
+    from .volume import volume_ml
+
+    pred, sp_p, aff_p = load_mask(args.pred)
+    label, sp_l, aff_l = load_mask(args.label)
+    import numpy as np
+
+    if pred.shape != label.shape or not np.allclose(aff_p, aff_l, atol=1e-3):
+        raise LasegError(f"{args.pred} and {args.label} are on different grids "
+                         f"(shapes {pred.shape} vs {label.shape}); resample one onto the other first")
+    m = evaluate_masks(pred, label, sp_l)
+    m["volume_pred_ml"] = volume_ml(pred, sp_p)
+    m["volume_label_ml"] = volume_ml(label, sp_l)
+    print(f"Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  HD95 {m['hd95_mm']:.2f} mm  "
+          f"ASSD {m['assd_mm']:.2f} mm")
+    print(f"volume: predicted {m['volume_pred_ml']:.1f} mL, label {m['volume_label_ml']:.1f} mL")
+    if args.json:
+        _print_json({k: (None if v == float("inf") else v) for k, v in m.items()})
+    return 0
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    from .data import load_mask
+    from .volume import bsa_mosteller, grade_lavi, lavi, volume_ml
+
+    if (args.height_cm is None) != (args.weight_kg is None):
+        raise LasegError("give both --height-cm and --weight-kg for the volume index")
+    mask, spacing, _ = load_mask(args.mask)
+    out = {"volume_ml": volume_ml(mask, spacing)}
+    if args.height_cm is not None:
+        bsa = bsa_mosteller(args.height_cm, args.weight_kg)
+        index = lavi(out["volume_ml"], bsa)
+        out.update(bsa_m2=bsa, lavi_ml_m2=index, grade=grade_lavi(index))
+    print(f"left-atrium volume: {out['volume_ml']:.1f} mL")
+    if args.height_cm is not None:
+        print(f"BSA {out['bsa_m2']:.2f} m^2, LA volume index {out['lavi_ml_m2']:.1f} mL/m^2: {out['grade']} "
+              "(ASE/EACVI cut-offs, set for echo volumes)")
+    if args.json:
+        _print_json(out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(case_id=args.case, out=args.out, weights=args.weights)
+    return 0
+
+
+def cmd_assignments(args: argparse.Namespace) -> int:
+    from .assignments import build_student_notebooks
+
+    written = build_student_notebooks(args.source, args.out_dir, force=args.force)
+    print(f"wrote {len(written)} student notebooks to {args.out_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="lasegtut", description=(
+        "Left-atrium segmentation in cardiac MRI, from voxels to millilitres. "
+        "Pipeline: download -> preprocess -> train -> predict -> evaluate -> volume."))
+    p.add_argument("--version", action="version", version=f"lasegtut {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    data_help = "MSD task folder (default: $LASEG_DATA_DIR, else the bundled sample data/sample)"
+
+    sp = add("download", cmd_download, "download and verify the full MSD Task02_Heart data set")
+    sp.add_argument("--dest", help="destination folder (default: $LASEG_DATA_DIR, else a user cache folder)")
+    sp.add_argument("--url", help="archive URL, file:// URL or local path (default: the official MSD archive)")
+    sp.add_argument("--md5", help="expected MD5 of the archive (default: the official one)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("preprocess", cmd_preprocess, "crop, normalise and cache every case as memory-mappable arrays")
+    sp.add_argument("--data", help=data_help)
+    sp.add_argument("--out", default="cache", help="cache folder (default: ./cache)")
+    sp.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="image dtype in the cache")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("train", cmd_train, "train the U-Net (profiles: ci, cpu, gpu)")
+    sp.add_argument("--data", help=data_help)
+    sp.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"], help="training recipe (default: cpu)")
+    sp.add_argument("--out", default="runs", help="output folder for checkpoints and logs (default: ./runs)")
+    sp.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
+    sp.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a last checkpoint")
+
+    sp = add("predict", cmd_predict, "segment the left atrium in a NIfTI scan and print its volume")
+    sp.add_argument("input", help="input scan (.nii or .nii.gz), any orientation")
+    sp.add_argument("output", help="output mask (.nii.gz), uint8, same grid as the input")
+    sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
+    sp.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    sp.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
+    sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
+    sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    sp = add("evaluate", cmd_evaluate, "compare a predicted mask with a label: Dice, IoU, HD95, ASSD, volumes")
+    sp.add_argument("pred", help="predicted mask (NIfTI)")
+    sp.add_argument("label", help="reference mask (NIfTI) on the same grid")
+    sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    sp = add("volume", cmd_volume, "left-atrium volume (mL), and with height and weight the volume index and grade")
+    sp.add_argument("mask", help="binary mask (NIfTI)")
+    sp.add_argument("--height-cm", type=float, help="patient height in cm")
+    sp.add_argument("--weight-kg", type=float, help="patient weight in kg")
+    sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    sp = add("demo", cmd_demo, "segment a bundled case with the shipped model: Dice, HD95, volumes, overlay PNG")
+    sp.add_argument("--case", default="la_014", help="bundled case id (default: la_014)")
+    sp.add_argument("--out", default="outputs/demo", help="output folder (default: ./outputs/demo)")
+    sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
+
+    sp = add("assignments", cmd_assignments, "build student versions of the notebooks")
+    sp_sub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = sp_sub.add_parser("build", help="write student copies (solutions removed, outputs cleared)")
+    b.set_defaults(func=cmd_assignments)
+    b.add_argument("out_dir", help="folder for the student notebooks")
+    b.add_argument("--source", default=None, help="folder of solution notebooks (default: the course's notebooks/)")
+    b.add_argument("--force", action="store_true", help="overwrite existing files in OUT_DIR")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LasegError as e:
+        print(f"lasegtut {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lasegtut {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Reading a Medical Segmentation Decathlon (MSD) task folder.
+
+An MSD task folder looks like::
+
+    Task02_Heart/
+      dataset.json            lists the labelled cases ("training") and test images
+      imagesTr/la_003.nii.gz  3D MRI, int16
+      labelsTr/la_003.nii.gz  uint8 {0 = background, 1 = left atrium}
+
+Every volume is brought to RAS orientation (``nibabel.as_closest_canonical``) so that array
+axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whatever its
+header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
+
+Where the data comes from (first match wins):
+
+1. the ``root`` argument / ``--data DIR`` on the command line,
+2. the environment variable ``LASEG_DATA_DIR``,
+3. the bundled real sample ``data/sample`` (three cases, always present in a clone).
+
+Nothing is ever downloaded implicitly: use ``lasegtut download`` for the full data set.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import LasegError
+
+#: The bundled sample: la_009, la_014, la_020 (the project's fixed validation cases).
+BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+#: The three bundled cases; they are never used for training the shipped model.
+VALIDATION_CASES = ("la_009", "la_014", "la_020")
+ENV_VAR = "LASEG_DATA_DIR"
+
+
+@dataclass
+class Case:
+    """One labelled scan in RAS orientation.
+
+    Attributes:
+        case_id: e.g. ``"la_009"``.
+        image: float32 array ``(x, y, z)``, raw scanner intensities.
+        label: uint8 array ``(x, y, z)`` with values in {0, 1}, or None for an unlabelled scan.
+        spacing: voxel size in mm ``(sx, sy, sz)``.
+        affine: 4 x 4 voxel-to-world (mm) matrix of the RAS arrays.
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm^3."""
+        return float(np.prod(self.spacing))
+
+
+def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
+    """Return the MSD task folder to use: ``root``, else ``$LASEG_DATA_DIR``, else the sample.
+
+    A folder that holds ``Task02_Heart/dataset.json`` (what ``lasegtut download`` leaves in its
+    destination) is accepted too and resolved to that sub-folder.
+
+    Raises:
+        LasegError: the folder does not exist or holds no ``dataset.json``.
+    """
+    if root is None or str(root) == "":
+        env = os.environ.get(ENV_VAR)
+        root = env if env else BUNDLED_SAMPLE
+        source = f"${ENV_VAR}" if env else "the bundled sample"
+    else:
+        source = "--data"
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise LasegError(f"data folder {path} (from {source}) does not exist; "
+                         "run `lasegtut download` or pass --data DIR")
+    if not (path / "dataset.json").is_file() and (path / "Task02_Heart" / "dataset.json").is_file():
+        path = path / "Task02_Heart"
+    if not (path / "dataset.json").is_file():
+        raise LasegError(f"{path} is not an MSD task folder: dataset.json is missing")
+    return path
+
+
+def read_dataset_json(root: str | os.PathLike) -> dict:
+    """Parse ``root/dataset.json``; raise LasegError if it is missing or not valid JSON."""
+    p = Path(root) / "dataset.json"
+    try:
+        with open(p, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise LasegError(f"{p} is missing: not an MSD task folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LasegError(f"{p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("training"), list):
+        raise LasegError(f"{p} has no 'training' list")
+    return meta
+
+
+def _case_id(entry_path: str) -> str:
+    name = Path(entry_path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def list_cases(root: str | os.PathLike | None = None) -> list[str]:
+    """Case ids of the labelled cases listed in ``dataset.json``, sorted (e.g. ``["la_003", ...]``)."""
+    root = resolve_data_dir(root)
+    meta = read_dataset_json(root)
+    return sorted(_case_id(e["image"]) for e in meta["training"])
+
+
+def case_paths(root: str | os.PathLike, case_id: str) -> tuple[Path, Path]:
+    """(image path, label path) of a case listed in ``dataset.json``.
+
+    Raises:
+        LasegError: the case is not listed, or listed but its files are absent.
+    """
+    root = Path(root)
+    meta = read_dataset_json(root)
+    for e in meta["training"]:
+        if _case_id(e["image"]) == case_id:
+            img, lab = root / e["image"], root / e["label"]
+            for p in (img, lab):
+                if not p.is_file():
+                    raise LasegError(f"case {case_id} is listed in dataset.json but {p} is missing")
+            return img, lab
+    raise LasegError(f"case {case_id!r} is not listed in {root / 'dataset.json'}")
+
+
+def load_nifti(path: str | os.PathLike, *, what: str = "image") -> nib.Nifti1Image:
+    """Open a 3D NIfTI file and check it is usable (no data is loaded yet).
+
+    Raises:
+        LasegError: missing file, not a NIfTI, truncated, not 3D.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LasegError(f"{what} {p} does not exist")
+    try:
+        img = nib.load(str(p))
+    except Exception as e:  # nibabel raises many types for non-NIfTI input
+        raise LasegError(f"{p} is not a readable NIfTI file ({type(e).__name__})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise LasegError(f"{p} is not a NIfTI file")
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        img = img.slicer[..., 0]
+    elif len(shape) != 3:
+        raise LasegError(f"{p} is {len(shape)}D with shape {tuple(shape)}; a 3D volume is needed")
+    return img
+
+
+def read_array(img: nib.Nifti1Image, path: str | os.PathLike = "", dtype=np.float32) -> np.ndarray:
+    """Load the voxels of ``img`` as ``dtype``; raise LasegError on a truncated or corrupt file."""
+    try:
+        arr = np.asarray(img.dataobj, dtype=dtype)
+    except Exception as e:  # EOFError, zlib.error, OSError, ValueError ...
+        raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
+                         f"({type(e).__name__})") from None
+    return arr
+
+
+def to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Reorient to the closest RAS orientation (no resampling, only flips and transposes)."""
+    return nib.as_closest_canonical(img)
+
+
+def spacing_of(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel size in mm ``(sx, sy, sz)`` from the header."""
+    z = img.header.get_zooms()[:3]
+    return (float(z[0]), float(z[1]), float(z[2]))
+
+
+def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
+    """Load one labelled case in RAS orientation.
+
+    Args:
+        root: MSD task folder (None: ``$LASEG_DATA_DIR`` or the bundled sample).
+        case_id: e.g. ``"la_009"``.
+
+    Returns:
+        A :class:`Case` with float32 image and uint8 label, both ``(x, y, z)``.
+
+    Raises:
+        LasegError: missing folder or files, label on another grid than its image, label
+            values outside {0, 1}.
+    """
+    root = resolve_data_dir(root)
+    img_path, lab_path = case_paths(root, case_id)
+    img = load_nifti(img_path)
+    lab = load_nifti(lab_path, what="label")
+    if img.shape != lab.shape:
+        raise LasegError(f"{case_id}: label shape {lab.shape} differs from image shape {img.shape}")
+    if not np.allclose(img.affine, lab.affine, atol=1e-3):
+        raise LasegError(f"{case_id}: label affine differs from the image affine")
+    img, lab = to_ras(img), to_ras(lab)
+    image = read_array(img, img_path)
+    label_f = read_array(lab, lab_path)
+    values = np.unique(label_f)
+    if not np.isin(values, (0, 1)).all():
+        bad = [v for v in values.tolist() if v not in (0, 1)][:5]
+        raise LasegError(f"{case_id}: label values {bad} outside {{0, 1}}")
+    return Case(case_id, image, label_f.astype(np.uint8), spacing_of(img), img.affine.copy())
+
+
+def image_hash(image: np.ndarray) -> str:
+    """SHA-1 of the voxel values (shape and float32 bytes): equal hashes mean identical images."""
+    import hashlib
+
+    a = np.ascontiguousarray(image, dtype=np.float32)
+    h = hashlib.sha1(str(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float], nib.Nifti1Image]:
+    """Load a 3D scan for inference, in RAS.
+
+    Returns:
+        ``(image, spacing, ras_img)``: float32 array ``(x, y, z)``, spacing in mm, and the
+        reoriented nibabel image (its affine is the RAS affine).
+
+    Raises:
+        LasegError: missing / not NIfTI / truncated / not 3D / NaN or infinite voxels /
+            a constant image (no contrast).
+    """
+    img = load_nifti(path)
+    ras = to_ras(img)
+    arr = read_array(ras, path)
+    if not np.isfinite(arr).all():
+        raise LasegError(f"{path} has NaN or infinite voxels")
+    if arr.size == 0 or float(arr.max()) == float(arr.min()):
+        raise LasegError(f"{path} has no contrast: every voxel has the same value")
+    return arr, spacing_of(ras), ras
+
+
+def load_mask(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Load a binary 3D mask in RAS.
+
+    Returns:
+        ``(mask, spacing, affine)``: uint8 array ``(x, y, z)`` in {0, 1}, spacing in mm,
+        RAS affine.
+
+    Raises:
+        LasegError: missing / not NIfTI / truncated / not 3D / NaN / values outside {0, 1}.
+    """
+    img = to_ras(load_nifti(path, what="mask"))
+    arr = read_array(img, path)
+    if not np.isfinite(arr).all():
+        raise LasegError(f"{path} has NaN or infinite voxels")
+    values = np.unique(arr)
+    if not np.isin(values, (0, 1)).all():
+        bad = [v for v in values.tolist() if v not in (0, 1)][:5]
+        raise LasegError(f"{path} is not a binary mask: values {bad} outside {{0, 1}}")
+    return arr.astype(np.uint8), spacing_of(img), img.affine.copy()
+
+
+def download(*args, **kwargs) -> Path:
+    """Download and verify the full MSD Task02_Heart; see :func:`lasegtut.download.download`."""
+    from .download import download as _download
+
+    return _download(*args, **kwargs)

@@ -1,0 +1,131 @@
+"""PyTorch datasets of 2D axial slices read from the preprocessing cache.
+
+:class:`SliceDataset` yields ``(image, mask, case_index)`` with ``image`` a 1 x H x W float32
+tensor in [0, 1] and ``mask`` a 1 x H x W uint8 tensor in {0, 1}. Arrays are memory-mapped,
+so a data set of any size costs almost no RAM and starts at once.
+
+:class:`LADataModule` wires the cache, the subject-level split and augmentation into a
+Lightning ``LightningDataModule``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import AugmentConfig, Augmenter
+from .errors import LasegError
+from .preprocess import load_index, load_cached_case
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a 2D slice pair to ``size`` x ``size``: image by area averaging, mask by
+    bilinear interpolation thresholded at 0.5 (smoother than nearest-neighbour)."""
+    if image.shape == (size, size):
+        return image, mask
+    t = torch.from_numpy(np.stack([image.astype(np.float32), mask.astype(np.float32)]))[:, None]
+    img = F.interpolate(t[:1], size=(size, size), mode="area")[0, 0].numpy()
+    msk = F.interpolate(t[1:], size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return img, (msk >= 0.5).astype(np.uint8)
+
+
+class SliceDataset(Dataset):
+    """All axial slices of the given cases from a preprocessing cache.
+
+    Args:
+        cache: folder written by :func:`lasegtut.preprocess.write_cache`.
+        cases: case ids to include.
+        size: resize slices to ``size`` x ``size`` pixels (None: keep the cropped 256 x 256).
+        augment: an :class:`Augmenter` (or True for the default one), None for no augmentation.
+        empty_fraction: keep this fraction of the slices that contain no atrium (1.0 = all),
+            chosen at random with ``seed``; slices with atrium are always kept.
+    """
+
+    def __init__(self, cache: str | os.PathLike, cases: Sequence[str], *, size: int | None = None,
+                 augment: Augmenter | bool | None = None, empty_fraction: float = 1.0,
+                 seed: int = 0) -> None:
+        self.cache = Path(cache)
+        index = load_index(self.cache)
+        missing = [c for c in cases if c not in index["cases"]]
+        if missing:
+            raise LasegError(f"cases {missing} are not in the cache {cache}; run `lasegtut preprocess`")
+        self.cases = list(cases)
+        self.size = size
+        self.augment = Augmenter() if augment is True else (augment or None)
+        self._arrays = [load_cached_case(self.cache, c) for c in self.cases]
+        rng = np.random.default_rng(seed)
+        items = []
+        for ci, c in enumerate(self.cases):
+            entry = index["cases"][c]
+            with_la = set(entry["la_slices"])
+            for z in range(entry["shape_zxy"][0]):
+                if z in with_la or empty_fraction >= 1.0 or rng.random() < empty_fraction:
+                    items.append((ci, z))
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        ci, z = self.items[i]
+        image_stack, mask_stack = self._arrays[ci]
+        image = np.asarray(image_stack[z], dtype=np.float32)
+        mask = np.asarray(mask_stack[z], dtype=np.uint8)
+        if self.size:
+            image, mask = resize_pair(image, mask, self.size)
+        if self.augment is not None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            image, mask = self.augment(image, mask, seed)
+        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(np.ascontiguousarray(mask))[None], ci
+
+
+def _lightning():
+    import pytorch_lightning as pl
+
+    return pl
+
+
+class LADataModule(_lightning().LightningDataModule):
+    """Training and validation slices for Lightning.
+
+    Args:
+        cache: preprocessing cache folder.
+        train_cases, val_cases: case ids (split by subject, see :mod:`lasegtut.split`).
+        batch_size: slices per batch.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        size: slice size in pixels (None: 256).
+        augment: augment training slices with the seed's imgaug pipeline.
+        empty_fraction: fraction of atrium-free training slices kept (validation keeps all).
+    """
+
+    def __init__(self, cache: str | os.PathLike, train_cases: Sequence[str], val_cases: Sequence[str], *,
+                 batch_size: int = 16, num_workers: int = 0, size: int | None = None,
+                 augment: bool = True, augment_config: AugmentConfig | None = None,
+                 empty_fraction: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
+        self.cache, self.train_cases, self.val_cases = Path(cache), list(train_cases), list(val_cases)
+        self.batch_size, self.num_workers, self.size = batch_size, num_workers, size
+        self.augment, self.augment_config = augment, augment_config
+        self.empty_fraction, self.seed = empty_fraction, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        aug = Augmenter(self.augment_config) if self.augment else None
+        self.train_set = SliceDataset(self.cache, self.train_cases, size=self.size, augment=aug,
+                                      empty_fraction=self.empty_fraction, seed=self.seed)
+        self.val_set = SliceDataset(self.cache, self.val_cases, size=self.size)
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False,
+                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,185 @@
+"""Segmenting a whole scan: NIfTI in, NIfTI mask out, on exactly the input's grid.
+
+The steps mirror training, so the network sees what it was trained on:
+
+1. reorient to RAS (:func:`lasegtut.data.load_image`),
+2. crop, z-score, min-max and slice (:func:`lasegtut.preprocess.preprocess_volume`),
+3. resize the slices to the model's input size, run them in batches (optionally also the
+   left-right mirrored slices, averaging the probabilities: flip test-time augmentation),
+4. resize the probabilities back to the crop, threshold at 0.5, paste into the full grid,
+5. optionally keep only the largest 3D connected component (the atrium is one object),
+6. reorient back to the input's own orientation and save as uint8 with the input's affine.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import LasegError
+from .model import UNet, UNetConfig
+from .preprocess import DEFAULT_BORDER, preprocess_volume, uncrop
+
+#: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
+
+
+def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """Load a U-Net from exported weights (``model.pt``) or a Lightning checkpoint (``.ckpt``).
+
+    Returns:
+        ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
+        (crop, voxels) and ``meta``.
+
+    Raises:
+        LasegError: missing or unreadable file, or not a lasegtut model.
+    """
+    path = Path(weights) if weights else SHIPPED_WEIGHTS
+    if not path.is_file():
+        hint = "" if weights else " (the shipped model is missing: reinstall lasegtut)"
+        raise LasegError(f"weights file {path} does not exist{hint}")
+    # Exported weights hold only tensors and numbers: load them with weights_only=True (no
+    # pickled code can run). A Lightning checkpoint also pickles Python objects, so it is
+    # loaded in full: only load checkpoints you made yourself or trust.
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
+    except Exception as e:
+        raise LasegError(f"{path} is not a readable weights file ({type(e).__name__})") from None
+    if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
+        config, state = UNetConfig.from_dict(obj["config"]), obj["state_dict"]
+        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {})}
+    elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        hp = obj["hyper_parameters"]
+        config = UNetConfig.from_dict(hp["model_config"])
+        state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        info = {"input_size": int(hp.get("input_size") or 256), "border": DEFAULT_BORDER, "meta": {}}
+    else:
+        raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
+    model = UNet(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise LasegError(f"{path}: the weights do not match the network they describe") from None
+    return model.eval().to(device), info
+
+
+@torch.inference_mode()
+def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_size: int = 16,
+                   tta: bool = True, device: str | torch.device = "cpu") -> np.ndarray:
+    """Probabilities of "left atrium" for a stack of preprocessed slices.
+
+    Args:
+        slices: float32 ``(z, H, W)`` in [0, 1] (the output of ``preprocess_volume``).
+        input_size: the model's training size in pixels; slices are resized to it and the
+            probabilities resized back to ``(H, W)``.
+        tta: also predict the mirrored slices (flip along the last axis) and average.
+
+    Returns:
+        float32 ``(z, H, W)`` probabilities in [0, 1].
+    """
+    z, h, w = slices.shape
+    out = np.empty((z, h, w), dtype=np.float32)
+    for start in range(0, z, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size], dtype=np.float32))[:, None].to(device)
+        if (h, w) != (input_size, input_size):
+            x = F.interpolate(x, size=(input_size, input_size), mode="area")
+        logits = model(x)
+        if tta:
+            logits = (logits + model(x.flip(-1)).flip(-1)) / 2
+        prob = torch.sigmoid(logits)
+        if (h, w) != (input_size, input_size):
+            prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
+        out[start:start + len(x)] = prob[:, 0].float().cpu().numpy()
+    return out
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep only the largest 26-connected component of a binary 3D mask (uint8 in, uint8 out)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return mask.astype(np.uint8)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return (labels == sizes.argmax()).astype(np.uint8)
+
+
+def predict_volume(image: np.ndarray, model: UNet | None = None, info: dict | None = None, *,
+                   tta: bool = True, largest_cc: bool = True, batch_size: int = 16,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
+
+    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model).
+    """
+    if model is None or info is None:
+        model, info = load_model(device=device)
+    if image.ndim != 3:
+        raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
+    border = info["border"]
+    slices = preprocess_volume(image, border)  # (z, x', y')
+    prob = predict_slices(slices, model, info["input_size"], batch_size=batch_size, tta=tta, device=device)
+    mask_zxy = (prob >= 0.5).astype(np.uint8)
+    mask = uncrop(np.moveaxis(mask_zxy, 0, 2), image.shape, border)
+    return largest_component(mask) if largest_cc else mask
+
+
+def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
+    """Undo ``as_closest_canonical``: RAS array -> array on the original file's voxel grid."""
+    orig_ornt = nib.orientations.io_orientation(original.affine)
+    ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
+    transform = nib.orientations.ornt_transform(ras_ornt, orig_ornt)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(mask_ras, transform))
+
+
+def _check_output(output: Path, force: bool) -> None:
+    name = output.name
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise LasegError(f"output {output} must end in .nii.gz or .nii")
+    if output.exists() and not force:
+        raise LasegError(f"{output} already exists; use --force to overwrite it")
+    if not output.parent.exists():
+        raise LasegError(f"output folder {output.parent} does not exist")
+
+
+def predict_file(input: str | os.PathLike, output: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+                 force: bool = False, tta: bool = True, largest_component: bool = True,
+                 device: str | torch.device = "cpu") -> dict:
+    """Segment the scan ``input`` and write the mask to ``output`` (same shape and affine).
+
+    Nothing is written when anything fails; an existing ``output`` is only replaced with
+    ``force=True``, and then atomically (written to a temporary file, then renamed).
+
+    Returns:
+        A report: ``output``, ``volume_ml``, ``voxels``, ``spacing_mm``, ``shape``, ``seconds``,
+        ``weights``.
+    """
+    from .data import load_image, load_nifti
+    from .volume import volume_ml
+
+    t0 = time.perf_counter()
+    output = Path(output)
+    _check_output(output, force)
+    original = load_nifti(input)
+    image, spacing, _ = load_image(input)
+    model, info = load_model(weights, device=device)
+    mask_ras = predict_volume(image, model, info, tta=tta, largest_cc=largest_component, device=device)
+    mask = _to_original_orientation(mask_ras, original)
+    header = original.header.copy()
+    header.set_data_dtype(np.uint8)
+    header["scl_slope"], header["scl_inter"] = 1, 0
+    out_img = nib.Nifti1Image(mask, original.affine, header)
+    tmp = output.with_name(".tmp-" + output.name)
+    nib.save(out_img, str(tmp))
+    os.replace(tmp, output)
+    return {
+        "output": str(output), "volume_ml": volume_ml(mask, spacing), "voxels": int(mask.sum()),
+        "spacing_mm": [round(s, 4) for s in spacing], "shape": list(mask.shape),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "weights": str(weights) if weights else "shipped:" + SHIPPED_WEIGHTS.name,
+    }

@@ -1,0 +1,270 @@
+"""How good is a segmentation? Overlap and surface-distance metrics on binary 3D masks.
+
+Two families of metrics answer two different questions:
+
+*Overlap* -- how many voxels agree? (unitless, 0 = no overlap, 1 = identical)
+
+- **Dice** ``2 |P & L| / (|P| + |L|)``: the standard score of the field.
+- **IoU** (Jaccard) ``|P & L| / |P | L|``; always ``IoU = Dice / (2 - Dice)``, so IoU <= Dice.
+
+Overlap is dominated by the bulk of a large structure: a prediction that misses a whole
+pulmonary vein can still score Dice 0.9.
+
+*Surface distance* -- how far apart are the two boundaries? (millimetres)
+
+- **HD95**: the 95th-percentile Hausdorff distance. For each surface voxel of P take the
+  distance to the nearest surface voxel of L, and vice versa; HD95 is the larger of the two
+  directed 95th percentiles. The percentile (not the maximum) ignores a few stray voxels.
+- **ASSD**: average symmetric surface distance, the mean of *both* directed distance sets put
+  together (so the surface with more voxels weighs more).
+
+These follow MONAI's definitions exactly (``compute_hausdorff_distance(percentile=95)`` and
+``compute_average_surface_distance(symmetric=True)`` with ``spacing``; the test suite checks the
+agreement on real masks):
+
+1. A *surface voxel* is a foreground voxel with at least one of its 6 face neighbours in the
+   background: ``mask XOR binary_erosion(mask)`` (voxels outside the array count as background).
+2. Distances run from surface voxel centres to the nearest surface voxel centre of the other
+   mask, in mm, using the anisotropic voxel size (``distance_transform_edt(sampling=spacing)``).
+3. Percentiles use linear interpolation (``numpy.percentile``'s default, like ``torch.quantile``).
+
+Speed: a distance transform of a full 320 x 320 x 130 volume takes seconds. Both surfaces lie
+inside the joint bounding box of the two masks, and the Euclidean distance transform is exact on
+any sub-array that still holds every target voxel, so we crop to that box plus a 1-voxel margin
+first: a few tens of milliseconds for a left atrium.
+
+Empty masks (a decision, documented because averages depend on it):
+
+========================  ======  ======  ===========  ===========
+case                      Dice    IoU     HD95 (mm)    ASSD (mm)
+========================  ======  ======  ===========  ===========
+both empty                1.0     1.0     0.0          0.0
+one empty, other not      0.0     0.0     inf          inf
+========================  ======  ======  ===========  ===========
+
+A missed atrium is the worst possible result and must count as one: ``inf`` makes a mean over
+cases ``inf`` too, which is loud. MONAI returns NaN for HD95 there, and a ``nanmean`` then
+silently drops the failed case from the average -- we deliberately do not copy that. Summarise
+HD95 over cases with the median, or report the number of failures next to the mean.
+
+Arrays are indexed ``(x, y, z)`` and ``spacing`` holds the voxel size in mm in the same order.
+Any non-zero voxel counts as foreground. The functions work for 2D masks too (give 2 spacings).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import LasegError
+
+#: Keys returned by :func:`evaluate_masks`.
+METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_bool(mask: np.ndarray) -> np.ndarray:
+    """Any array -> boolean foreground mask (non-zero = foreground)."""
+    m = np.asarray(mask)
+    return m if m.dtype == bool else m != 0
+
+
+def _check_pair(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as booleans; raise LasegError if their shapes differ."""
+    p, lab = _as_bool(pred), _as_bool(label)
+    if p.shape != lab.shape:
+        raise LasegError(f"prediction shape {p.shape} differs from label shape {lab.shape}; "
+                         "resample one onto the other first")
+    return p, lab
+
+
+def _check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
+    """Validate a voxel size in mm: one positive finite number per array axis."""
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise LasegError(f"spacing must be a sequence of {ndim} voxel sizes in mm, got {spacing!r}") from None
+    if len(sp) != ndim:
+        raise LasegError(f"spacing {sp} has {len(sp)} values but the mask has {ndim} axes")
+    if not all(np.isfinite(s) and s > 0 for s in sp):
+        raise LasegError(f"spacing {sp} must be positive and finite (mm)")
+    return sp
+
+
+# ----------------------------------------------------------------------------- overlap
+def dice(pred: np.ndarray, label: np.ndarray) -> float:
+    """Dice similarity coefficient ``2|P & L| / (|P| + |L|)`` (unitless, 0..1).
+
+    Both masks empty -> 1.0 (perfect agreement on "nothing here"); one empty -> 0.0.
+
+    Raises:
+        LasegError: the shapes differ.
+    """
+    p, lab = _check_pair(pred, label)
+    total = int(np.count_nonzero(p)) + int(np.count_nonzero(lab))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(p & lab)) / total
+
+
+def iou(pred: np.ndarray, label: np.ndarray) -> float:
+    """Intersection over union (Jaccard) ``|P & L| / |P | L|`` (unitless, 0..1).
+
+    Both masks empty -> 1.0; one empty -> 0.0.
+
+    Raises:
+        LasegError: the shapes differ.
+    """
+    p, lab = _check_pair(pred, label)
+    union = int(np.count_nonzero(p | lab))
+    if union == 0:
+        return 1.0
+    return int(np.count_nonzero(p & lab)) / union
+
+
+# ----------------------------------------------------------------------------- surfaces
+def surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """Boolean mask of the surface voxels: foreground voxels with a background face neighbour.
+
+    Computed as ``mask XOR binary_erosion(mask)`` with the 6-connected (face) structuring
+    element; voxels beyond the array edge count as background, so a mask that touches the
+    edge of the array has a surface there. This is MONAI's ``get_mask_edges`` definition.
+    """
+    m = _as_bool(mask)
+    return m ^ ndimage.binary_erosion(m)
+
+
+def joint_bbox(pred: np.ndarray, label: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``pred | label``, grown by ``margin`` voxels (clipped to the array).
+
+    Returns a slice per axis (in voxels); for two empty masks, the whole array.
+    """
+    p, lab = _check_pair(pred, label)
+    slices = []
+    for axis in range(p.ndim):
+        other = tuple(a for a in range(p.ndim) if a != axis)
+        nz = np.flatnonzero(p.any(axis=other) | lab.any(axis=other))
+        if nz.size == 0:
+            return tuple(slice(None) for _ in range(p.ndim))
+        slices.append(slice(max(int(nz[0]) - margin, 0), min(int(nz[-1]) + 1 + margin, p.shape[axis])))
+    return tuple(slices)
+
+
+def _directed(src_surface: np.ndarray, dst_surface: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Distance (mm) from every ``src`` surface voxel to the nearest ``dst`` surface voxel."""
+    # distance_transform_edt measures the distance to the nearest *zero*: make dst the zeros.
+    dist = ndimage.distance_transform_edt(~dst_surface, sampling=spacing)
+    return dist[src_surface]
+
+
+def surface_distances(pred: np.ndarray, label: np.ndarray,
+                      spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Directed surface distances in mm: ``(pred -> label, label -> pred)``.
+
+    The first array has one entry per surface voxel of ``pred``: its distance to the nearest
+    surface voxel of ``label``; the second array the reverse. Both are computed inside the joint
+    bounding box (+1 voxel), which gives exactly the full-volume answer, much faster.
+
+    If one mask is empty its own array is empty and the other array is all ``inf`` (no surface
+    to reach); if both are empty both arrays are empty.
+
+    Args:
+        pred, label: masks of the same shape, indexed ``(x, y, z)``.
+        spacing: voxel size in mm, same axis order.
+
+    Raises:
+        LasegError: the shapes differ or the spacing is invalid.
+    """
+    p, lab = _check_pair(pred, label)
+    sp = _check_spacing(spacing, p.ndim)
+    box = joint_bbox(p, lab, margin=1)
+    sp_p, sp_l = surface_voxels(p[box]), surface_voxels(lab[box])
+    has_p, has_l = bool(sp_p.any()), bool(sp_l.any())
+    if not has_p or not has_l:
+        n_p, n_l = int(np.count_nonzero(sp_p)), int(np.count_nonzero(sp_l))
+        return np.full(n_p, np.inf), np.full(n_l, np.inf)
+    return _directed(sp_p, sp_l, sp), _directed(sp_l, sp_p, sp)
+
+
+def _empty_case(p: np.ndarray, lab: np.ndarray) -> float | None:
+    """0.0 if both masks are empty, inf if exactly one is, None if neither is."""
+    any_p, any_l = bool(p.any()), bool(lab.any())
+    if not any_p and not any_l:
+        return 0.0
+    if not any_p or not any_l:
+        return float("inf")
+    return None
+
+
+def hd95(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], percentile: float = 95.0) -> float:
+    """95th-percentile symmetric Hausdorff distance in mm.
+
+    ``max(percentile(d(P -> L), 95), percentile(d(L -> P), 95))`` over surface voxels, with
+    linear interpolation between ranks. ``percentile=100`` gives the classic Hausdorff distance.
+    Both masks empty -> 0.0; exactly one empty -> ``inf`` (never NaN).
+
+    Raises:
+        LasegError: the shapes differ, the spacing is invalid, or percentile is outside 0..100.
+    """
+    if not 0 <= percentile <= 100:
+        raise LasegError(f"percentile must be in 0..100, got {percentile}")
+    p, lab = _check_pair(pred, label)
+    special = _empty_case(p, lab)
+    if special is not None:
+        _check_spacing(spacing, p.ndim)
+        return special
+    d_pl, d_lp = surface_distances(p, lab, spacing)
+    return float(max(np.percentile(d_pl, percentile), np.percentile(d_lp, percentile)))
+
+
+def assd(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> float:
+    """Average symmetric surface distance in mm.
+
+    The mean of the concatenation of both directed distance sets (``P -> L`` and ``L -> P``), so
+    each surface voxel of either mask counts once. Both masks empty -> 0.0; exactly one empty
+    -> ``inf`` (never NaN).
+
+    Raises:
+        LasegError: the shapes differ or the spacing is invalid.
+    """
+    p, lab = _check_pair(pred, label)
+    special = _empty_case(p, lab)
+    if special is not None:
+        _check_spacing(spacing, p.ndim)
+        return special
+    d_pl, d_lp = surface_distances(p, lab, spacing)
+    return float(np.concatenate([d_pl, d_lp]).mean())
+
+
+# ----------------------------------------------------------------------------- all at once
+def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Dice, IoU, HD95 and ASSD of a predicted mask against a reference label.
+
+    Args:
+        pred: predicted mask ``(x, y, z)``, non-zero = left atrium.
+        label: reference mask, same shape and grid.
+        spacing: voxel size in mm ``(sx, sy, sz)``.
+
+    Returns:
+        ``{"dice": float, "iou": float, "hd95_mm": float, "assd_mm": float}``, python floats.
+        See the module docstring for empty masks (``inf`` distances, never NaN).
+
+    Raises:
+        LasegError: the shapes differ or the spacing is invalid.
+    """
+    p, lab = _check_pair(pred, label)
+    sp = _check_spacing(spacing, p.ndim)
+    # Everything outside the joint bounding box is background in both masks: it adds nothing
+    # to the overlap counts and holds no surface voxel, so work on the (much smaller) box only.
+    box = joint_bbox(p, lab, margin=1)
+    p, lab = p[box], lab[box]
+    out = {"dice": dice(p, lab), "iou": iou(p, lab)}
+    special = _empty_case(p, lab)
+    if special is not None:
+        out.update(hd95_mm=special, assd_mm=special)
+        return out
+    d_pl, d_lp = surface_distances(p, lab, sp)  # computed once for both distance metrics
+    out["hd95_mm"] = float(max(np.percentile(d_pl, 95), np.percentile(d_lp, 95)))
+    out["assd_mm"] = float(np.concatenate([d_pl, d_lp]).mean())
+    return out

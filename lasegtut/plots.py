@@ -1,0 +1,509 @@
+"""Figures for the course: slices, overlays and animations (matplotlib + celluloid).
+
+Conventions: volumes are RAS arrays ``(x, y, z)``. To show an axial slice the way radiologists
+look at it (patient's right on the screen's left, anterior up), :func:`axial` transposes and
+flips ``volume[:, :, k]``. Every function takes plain arrays and returns matplotlib objects, so
+notebooks stay short and figures look the same everywhere.
+"""
+from __future__ import annotations
+
+import shutil
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+LA_COLOR = "#e4572e"    # label / left atrium
+PRED_COLOR = "#17bebb"  # prediction
+
+
+# ============================================================ shared basics
+def axial(volume: np.ndarray, k: int) -> np.ndarray:
+    """Axial slice ``k`` of an RAS ``(x, y, z)`` volume, oriented for display (anterior up,
+    patient's right on the left)."""
+    return np.flipud(volume[:, :, k].T)
+
+
+def coronal(volume: np.ndarray, j: int) -> np.ndarray:
+    """Coronal slice ``j`` (fixed y) of an RAS volume for display (superior up)."""
+    return np.flipud(volume[:, j, :].T)
+
+
+def sagittal(volume: np.ndarray, i: int) -> np.ndarray:
+    """Sagittal slice ``i`` (fixed x) of an RAS volume for display (superior up, anterior right)."""
+    return np.flipud(volume[i, :, :].T)
+
+
+def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
+            pred: np.ndarray | None = None, *, title: str | None = None, aspect: float = 1.0) -> plt.Axes:
+    """Draw a 2D grey image with the label outlined (orange) and the prediction (teal).
+
+    ``aspect`` is the pixel height / width ratio in mm (e.g. 1.37 / 1.25 for coronal views).
+    """
+    ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
+    if label is not None and label.any():
+        ax.contour(label, levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
+    if pred is not None and pred.any():
+        ax.contour(pred, levels=[0.5], colors=[PRED_COLOR], linewidths=1.2, linestyles="--")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def animation_html(anim) -> str:
+    """HTML for a matplotlib animation: an MP4 video where ffmpeg exists, else a JavaScript
+    player (``to_jshtml``), so animations work headless and on machines without ffmpeg."""
+    if shutil.which("ffmpeg"):
+        return anim.to_html5_video()
+    return anim.to_jshtml(default_mode="loop")
+
+
+def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.ndarray | None = None,
+                   *, step: int = 4, size: float = 3.0, interval: int = 120, title: str = "") -> str:
+    """Animate through the axial slices of an RAS volume with outlines; returns HTML.
+
+    Every ``step``-th slice is a frame; keep ``size`` (inches) and the number of frames small
+    so the notebook stays light (a JavaScript player embeds each frame as a PNG).
+    """
+    from celluloid import Camera
+
+    fig, ax = plt.subplots(figsize=(size, size), dpi=60)
+    camera = Camera(fig)
+    for k in range(0, image.shape[2], step):
+        overlay(ax, axial(image, k), None if label is None else axial(label, k),
+                None if pred is None else axial(pred, k))
+        ax.text(0.02, 0.96, f"{title} z={k}", color="w", fontsize=8, transform=ax.transAxes, va="top")
+        camera.snap()
+    anim = camera.animate(interval=interval)
+    html = animation_html(anim)
+    plt.close(fig)
+    return html
+
+
+# ============================================================ notebooks 01-04
+def la_center(label: np.ndarray | None, shape: Sequence[int]) -> tuple[int, int, int]:
+    """Voxel index ``(i, j, k)`` of the label's centre of mass (rounded), or the volume's centre
+    when there is no label."""
+    if label is None or not np.any(label):
+        return tuple(int(s) // 2 for s in shape[:3])  # type: ignore[return-value]
+    return tuple(int(round(c)) for c in np.argwhere(label).mean(axis=0))  # type: ignore[return-value]
+
+
+def display_range(image: np.ndarray) -> tuple[float, float]:
+    """Grey-level window for showing an MRI: the 0.5th-99.5th percentiles of its non-zero voxels."""
+    v = image[image != 0] if np.any(image != 0) else image.ravel()
+    lo, hi = np.percentile(v[:: max(1, v.size // 200_000)], [0.5, 99.5])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.ndarray] | None = None, *,
+                         bins: int = 100, ignore_zeros: bool = True, size: float = 3.0,
+                         dpi: int = 80) -> plt.Figure:
+    """One histogram per scan of its voxel intensities (grey, log counts) with the left-atrium
+    voxels in orange. ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 0.8), dpi=dpi, squeeze=False)
+    for ax, (name, img) in zip(axes[0], images.items()):
+        v = img[img != 0] if ignore_zeros else img.ravel()
+        edges = np.linspace(float(v.min()), float(np.percentile(v, 99.9)), bins + 1)
+        ax.hist(v, bins=edges, color="gray", alpha=0.7, label="all voxels")
+        if labels is not None and name in labels:
+            ax.hist(img[labels[name] > 0], bins=edges, color=LA_COLOR, alpha=0.8, label="left atrium")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("intensity (scanner units)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("voxels", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def la_area_profile(labels: dict[str, np.ndarray], spacings: dict[str, Sequence[float]], *,
+                    dpi: int = 80) -> plt.Figure:
+    """Left-atrium cross-section area (cm^2) of every 2D slice (array axis 2), one line per case,
+    against the slice position in mm from the first slice."""
+    fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
+    for name, lab in labels.items():
+        sx, sy, sz = spacings[name]
+        area = (lab > 0).sum(axis=(0, 1)) * sx * sy / 100.0
+        ax.plot(np.arange(lab.shape[2]) * sz, area, label=name)
+    ax.set_xlabel("slice position along z (mm)", fontsize=8)
+    ax.set_ylabel("LA area (cm$^2$)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, names: tuple[str, str] = ("A", "B"),
+                   k: int | None = None, *, aspect: float = 1.0, dpi: int = 80) -> plt.Figure:
+    """Two labels of the same ``(x, y, z)`` scan on its 2D slice ``k`` (shown like :func:`axial`;
+    default: the slice where they disagree most): label A orange, label B teal dashed; right
+    panel: the voxels only one of them marks."""
+    from matplotlib.lines import Line2D
+
+    diff = (label_a > 0) != (label_b > 0)
+    if k is None:
+        k = int(np.argmax(diff.sum(axis=(0, 1))))
+    lo, hi = display_range(image)
+    img = np.clip(axial(image, k), lo, hi)
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=dpi)
+    overlay(axes[0], img, axial(label_a, k), axial(label_b, k), title=f"slice z = {k}", aspect=aspect)
+    overlay(axes[1], img, title="voxels only one label marks", aspect=aspect)
+    d = axial(diff, k)
+    axes[1].imshow(np.ma.masked_where(~d, d), cmap="autumn", alpha=0.9, interpolation="nearest", aspect=aspect)
+    handles = [Line2D([], [], color=LA_COLOR, label=names[0]), Line2D([], [], color=PRED_COLOR, ls="--", label=names[1])]
+    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def show_xy(ax: plt.Axes, image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None,
+            vmin: float | None = None, vmax: float | None = None) -> plt.Axes:
+    """Show a 2D ``(x, y)`` slice as stored in the cache (``stack[k]``), oriented like
+    :func:`axial` (``flipud(image.T)``), with the mask outlined."""
+    ax.imshow(np.flipud(image.T), cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    if mask is not None and mask.any():
+        ax.contour(np.flipud(mask.T), levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *, dpi: int = 80) -> plt.Figure:
+    """2D slice ``k`` of an ``(x, y, z)`` volume (shown like :func:`axial`) before (crop box dashed)
+    and after removing ``border`` voxels per in-plane side."""
+    from matplotlib.patches import Rectangle
+
+    lo, hi = display_range(image)
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=dpi, gridspec_kw={"width_ratios": [1.25, 1]})
+    overlay(axes[0], np.clip(axial(image, k), lo, hi), axial(label, k),
+            title=f"original {image.shape[0]} x {image.shape[1]}")
+    n0, n1 = image.shape[:2]
+    axes[0].add_patch(Rectangle((border - 0.5, border - 0.5), n0 - 2 * border, n1 - 2 * border, fill=False,
+                                ec="yellow", ls="--", lw=1))
+    c_img, c_lab = image[border:-border, border:-border], label[border:-border, border:-border]
+    overlay(axes[1], np.clip(axial(c_img, k), lo, hi), axial(c_lab, k),
+            title=f"cropped {c_img.shape[0]} x {c_img.shape[1]}")
+    fig.tight_layout()
+    return fig
+
+
+def histograms_before_after(before: dict[str, np.ndarray], after: dict[str, np.ndarray], *, bins: int = 80,
+                            ignore_zeros: bool = True, log: bool = True, dpi: int = 80) -> plt.Figure:
+    """Intensity distributions of several scans before and after normalisation (density, one line
+    per scan, log scale if ``log``); voxels that are exactly 0 in ``before`` (the blank border) are
+    left out of both."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8), dpi=dpi)
+    for name in before:
+        keep = before[name] != 0 if ignore_zeros else np.ones(before[name].shape, bool)
+        for ax, arr in ((axes[0], before[name]), (axes[1], after[name])):
+            v = np.asarray(arr[keep], dtype=np.float32)
+            hist, edges = np.histogram(v, bins=bins, range=(float(v.min()), float(v.max())), density=True)
+            ax.plot((edges[:-1] + edges[1:]) / 2, np.where(hist > 0, hist, np.nan), label=name)
+    axes[0].set_title("raw (scanner units)", fontsize=9)
+    axes[1].set_title("after normalize: z-score then min-max", fontsize=9)
+    for ax in axes:
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], *, size: float = 1.8,
+                dpi: int = 80) -> plt.Figure:
+    """A row of slices ``stack[k]`` from a ``(z, x, y)`` stack, with the masks outlined."""
+    fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.3), dpi=dpi, squeeze=False)
+    lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
+    for ax, k in zip(axes[0], ks):
+        show_xy(ax, stack[k], None if masks is None else masks[k], title=f"slice {k}", vmin=lo, vmax=hi)
+    fig.tight_layout()
+    return fig
+
+
+def neighbour_correlation(stack: np.ndarray, max_lag: int = 20, ks: Sequence[int] | None = None) -> np.ndarray:
+    """Mean Pearson correlation between slice ``k`` and slice ``k + lag`` of a ``(z, x, y)`` stack,
+    for lag = 0 .. max_lag (``ks``: the slices k to average over; default all that fit)."""
+    flat = stack.reshape(len(stack), -1).astype(np.float64)
+    flat = (flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-12)
+    ks = list(ks) if ks is not None else list(range(len(stack)))
+    out = []
+    for lag in range(max_lag + 1):
+        pairs = [k for k in ks if k + lag < len(stack)]
+        out.append(float(np.mean([np.mean(flat[k] * flat[k + lag]) for k in pairs])))
+    return np.array(out)
+
+
+def correlation_plot(curves: dict[str, np.ndarray], spacing_z: float | None = None, *,
+                     baseline: float | None = None, dpi: int = 80) -> plt.Figure:
+    """Plot correlation-versus-distance curves (from :func:`neighbour_correlation`); ``baseline``:
+    the correlation between slices of *different* scans, drawn as a dashed line."""
+    fig, ax = plt.subplots(figsize=(5.5, 2.8), dpi=dpi)
+    for name, c in curves.items():
+        lags = np.arange(len(c))
+        ax.plot(lags * (spacing_z or 1), c, marker=".", label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", ls="--", lw=1, label="slices of two different scans")
+    ax.set_xlabel("distance between slices (mm)" if spacing_z else "distance between slices (slices)", fontsize=8)
+    ax.set_ylabel("correlation", fontsize=8)
+    ax.set_ylim(min(0.0, *(float(c.min()) for c in curves.values())), 1.02)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                      ncols: int = 4, size: float = 1.9, titles: Sequence[str] | None = None,
+                      dpi: int = 80) -> plt.Figure:
+    """The original ``(x, y)`` slice and its augmented (image, mask) ``pairs`` in a grid, each
+    mask outlined on its own image."""
+    n = len(pairs) + 1
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), dpi=dpi, squeeze=False)
+    titles = list(titles) if titles is not None else [f"augmented #{i}" for i in range(1, n)]
+    lo, hi = display_range(image)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi)
+    for ax, (img, msk), t in zip(axes.ravel()[1:], pairs, titles):
+        show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi)
+    fig.tight_layout()
+    return fig
+
+
+def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.ndarray | None = None, *,
+                     margin: int = 12, dpi: int = 80) -> plt.Figure:
+    """Visual alignment check of an augmentation on ``(x, y)`` slices: the augmented *image* made from
+    the mask (grey) with the augmented mask outlined, and where the two disagree (red).
+    ``wrong_mask``: optionally, a mask augmented with other random parameters (the bug to avoid).
+    The view is zoomed on the masks (``margin`` pixels around them)."""
+    union = (mask_image > 0.5) | (mask > 0) | (wrong_mask > 0 if wrong_mask is not None else False)
+    if union.any():
+        (x0, y0), (x1, y1) = np.argwhere(union).min(0) - margin, np.argwhere(union).max(0) + margin + 1
+        x0, y0 = max(int(x0), 0), max(int(y0), 0)
+        mask_image, mask = mask_image[x0:x1, y0:y1], mask[x0:x1, y0:y1]
+        wrong_mask = None if wrong_mask is None else wrong_mask[x0:x1, y0:y1]
+    panels = [(mask, "augmented mask on\naugmented mask-image")]
+    if wrong_mask is not None:
+        panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
+    fig, axes = plt.subplots(1, 2 * len(panels), figsize=(2.3 * 2 * len(panels), 2.6), dpi=dpi)
+    for n, (m, title) in enumerate(panels):
+        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1)
+        diff = (mask_image > 0.5) != (m > 0)
+        show_xy(axes[2 * n + 1], np.zeros_like(mask_image), None, title=f"disagreeing pixels: {int(diff.sum())}",
+                vmin=0, vmax=1)
+        axes[2 * n + 1].imshow(np.ma.masked_where(~np.flipud(diff.T), np.flipud(diff.T)), cmap="autumn",
+                               interpolation="nearest")
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================ notebooks 05-07
+def training_curves(metrics, *, dpi: int = 80) -> plt.Figure:
+    """Loss and validation Dice of a training run, from Lightning's CSV log.
+
+    ``metrics``: the path of ``out/logs/version_0/metrics.csv`` or the dict returned by
+    :func:`lasegtut.evaluation.read_metrics_csv`. Left: training loss per logged step (thin) and
+    per epoch, validation loss per epoch, against the training step. Right: validation Dice
+    (3D, per case, averaged) against the epoch (0 = first).
+    """
+    from .evaluation import read_metrics_csv
+
+    cols = metrics if isinstance(metrics, dict) else read_metrics_csv(metrics)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.0), dpi=dpi)
+    for key, style, name in (("train_loss_step", dict(lw=0.8, alpha=0.6, color="0.5"), "train loss (step)"),
+                             ("train_loss_epoch", dict(marker="o", color="C0"), "train loss (epoch)"),
+                             ("val_loss", dict(marker="s", color="C1"), "validation loss")):
+        if key in cols:
+            sel = ~np.isnan(cols[key])
+            ax1.plot(cols["step"][sel], cols[key][sel], label=name, **style)
+    ax1.set_xlabel("training step (batches)")
+    ax1.set_ylabel("Dice + BCE loss")
+    ax1.legend(fontsize=8)
+    ax1.set_title("loss", fontsize=10)
+    if "val_dice" in cols:
+        sel = ~np.isnan(cols["val_dice"])
+        ax2.plot(cols["epoch"][sel], cols["val_dice"][sel], marker="o", color="C2")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation Dice (3D)")
+    ax2.set_title("validation Dice", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def unet_diagram(config, input_size: int = 128, *, dpi: int = 80) -> plt.Figure:
+    """Draw the U of a :class:`lasegtut.model.UNetConfig`: one box per level with its channels
+    and feature-map size (pixels, for a square ``input_size`` input), max-pool arrows down,
+    up-sampling arrows up and the skip connections (concatenation) across."""
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    widths = tuple(config.widths)
+    depth = len(widths) - 1
+    fig, ax = plt.subplots(figsize=(1.15 * (2 * depth + 3), 0.75 * (depth + 2.2)), dpi=dpi)
+
+    def box(x: float, y: float, c: int, s: int, color: str) -> None:
+        w = 0.35 + 0.12 * np.log2(c)
+        ax.add_patch(Rectangle((x - w / 2, y - 0.28), w, 0.56, facecolor=color, edgecolor="k", lw=0.8))
+        ax.text(x, y, f"{c} ch\n{s}x{s}", ha="center", va="center", fontsize=7.5)
+
+    def arrow(x0, y0, x1, y1, **kw) -> None:
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=9, lw=1, **kw))
+
+    for i, c in enumerate(widths):
+        s = input_size // 2 ** i
+        box(i, -i, c, s, "#cfe3f3")
+        if i < depth:
+            box(2 * depth - i, -i, c, s, "#f6d8c6")
+            arrow(i + 0.55, -i, 2 * depth - i - 0.55, -i, color="0.45", ls="--")
+            arrow(i + 0.1, -i - 0.3, i + 0.9, -i - 0.72, color="C0")
+            arrow(2 * depth - i - 0.9, -i - 0.72, 2 * depth - i - 0.1, -i - 0.3, color="C1")
+    ax.text(-1.0, 0, f"image\n1 ch\n{input_size}x{input_size}", ha="center", va="center", fontsize=7.5)
+    arrow(-0.65, 0, -0.45, 0, color="k")
+    ax.text(2 * depth + 1.05, 0, "1x1 conv\nlogits\n1 ch", ha="center", va="center", fontsize=7.5)
+    arrow(2 * depth + 0.5, 0, 2 * depth + 0.7, 0, color="k")
+    ax.text(depth, 0.55, "skip connections (copy + concatenate)", ha="center", fontsize=8, color="0.35")
+    ax.text(-1.5, -depth - 0.45, "down: 2 x (3x3 conv, ReLU), then max-pool", fontsize=8, color="C0",
+            ha="left", va="top")
+    ax.text(2 * depth + 1.5, -depth - 0.45, "up: bilinear x2, concatenate skip, 2 x (3x3 conv, ReLU)",
+            fontsize=8, color="C1", ha="right", va="top")
+    ax.set_xlim(-1.6, 2 * depth + 1.6)
+    ax.set_ylim(-depth - 0.85, 0.8)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def annotated_grid(ax: plt.Axes, array: np.ndarray, title: str = "", *, fmt: str = "{:.2f}",
+                   cmap: str = "viridis", vmin: float = 0.0, vmax: float = 1.0) -> plt.Axes:
+    """Show a small 2D array (e.g. 4 x 4) as coloured cells with each value written in its cell
+    (row 0 at the top, as the array is printed)."""
+    a = np.asarray(array, dtype=float)
+    ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    for (r, c), v in np.ndenumerate(a):
+        ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=8,
+                color="w" if (v - vmin) < 0.6 * (vmax - vmin) else "k")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: Sequence[int],
+                   titles: Sequence[str] | None = None, *, zoom: bool = True, margin: int = 20,
+                   size: float = 2.8, dpi: int = 80) -> plt.Figure:
+    """Axial slices ``ks`` of an RAS ``(x, y, z)`` volume side by side, label outlined (orange)
+    and prediction dashed (teal). ``zoom`` crops every panel to the in-plane bounding box of
+    label | prediction over the whole volume, plus ``margin`` voxels."""
+    from matplotlib.lines import Line2D
+
+    if zoom and (np.any(label) or np.any(pred)):
+        both = (np.asarray(label) != 0) | (np.asarray(pred) != 0)
+        xs, ys = np.flatnonzero(both.any(axis=(1, 2))), np.flatnonzero(both.any(axis=(0, 2)))
+        sx = slice(max(xs[0] - margin, 0), xs[-1] + 1 + margin)
+        sy = slice(max(ys[0] - margin, 0), ys[-1] + 1 + margin)
+        image, label, pred = image[sx, sy], label[sx, sy], pred[sx, sy]
+    fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.3), dpi=dpi, squeeze=False)
+    for n, (ax, k) in enumerate(zip(axes[0], ks)):
+        overlay(ax, axial(image, k), axial(label, k) > 0, axial(pred, k) > 0,
+                title=titles[n] if titles else f"z = {k}")
+    handles = [Line2D([], [], color=LA_COLOR, lw=1.5, label="label"),
+               Line2D([], [], color=PRED_COLOR, lw=1.5, ls="--", label="prediction")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | None = None, *,
+                     label: str | None = None, color: str = "C0") -> plt.Axes:
+    """Per-slice Dice against the axial slice index ``z`` (NaN slices, without atrium, are gaps);
+    ``marks`` such as ``{"best": 52, "worst": 31}`` are drawn as small labelled triangles on the
+    curve. Call it once per case (``label``, ``color``) to compare cases in one axes."""
+    ax.plot(np.arange(len(dices)), dices, marker=".", ms=3, lw=1, color=color, label=label)
+    for name, k in (marks or {}).items():
+        ax.plot([k], [dices[k]], marker="v" if name == "worst" else "^", color=color, ms=8, mec="k")
+        ax.annotate(name, (k, dices[k]), textcoords="offset points", xytext=(0, 7), ha="center",
+                    fontsize=7, color=color)
+    if label:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_ylim(-0.06, 1.1)
+    ax.set_xlabel("axial slice z (inferior to superior)")
+    ax.set_ylabel("Dice of the slice")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def sphere_slice(ax: plt.Axes, mask: np.ndarray, spacing: Sequence[float], radius_mm: float) -> plt.Axes:
+    """The middle axial slice of a voxelised ball (:func:`lasegtut.volume.sphere_mask`) in mm,
+    with the true circle of ``radius_mm`` drawn over it: the staircase edge is the voxelisation."""
+    k = mask.shape[2] // 2
+    sx, sy = float(spacing[0]), float(spacing[1])
+    nx, ny = mask.shape[:2]
+    ax.imshow(mask[:, :, k].T, origin="lower", cmap="Blues", vmin=0, vmax=1.5, interpolation="nearest",
+              extent=(-sx / 2, (nx - 0.5) * sx, -sy / 2, (ny - 0.5) * sy))
+    theta = np.linspace(0, 2 * np.pi, 200)
+    cx, cy = (nx - 1) * sx / 2, (ny - 1) * sy / 2
+    ax.plot(cx + radius_mm * np.cos(theta), cy + radius_mm * np.sin(theta), color="C3", lw=1.2)
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    ax.set_title(f"middle slice, true circle r = {radius_mm:g} mm", fontsize=9)
+    return ax
+
+
+def volume_scatter(ax: plt.Axes, true_ml: Sequence[float], pred_ml: Sequence[float],
+                   names: Sequence[str] | None = None) -> plt.Axes:
+    """Predicted against true volume (mL) per case, with the line of perfect agreement."""
+    t, p = np.asarray(true_ml, dtype=float), np.asarray(pred_ml, dtype=float)
+    hi = max(float(t.max()), float(p.max())) * 1.15
+    ax.plot([0, hi], [0, hi], color="0.6", ls="--", lw=1, label="prediction = truth")
+    ax.scatter(t, p, color="C0", zorder=3)
+    for n, name in enumerate(names or []):
+        ax.annotate(name, (t[n], p[n]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("true LA volume (mL, label)")
+    ax.set_ylabel("predicted LA volume (mL)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Sequence[str] | None = None,
+                 *, units: str = "mL") -> plt.Axes:
+    """Bland-Altman plot of two methods: the difference ``a - b`` against the mean of each pair,
+    with the mean difference (bias) and the 95 % limits of agreement (bias +/- 1.96 SD of the
+    differences; see :func:`lasegtut.evaluation.bland_altman_stats`)."""
+    from .evaluation import bland_altman_stats
+
+    s = bland_altman_stats(a, b)
+    ax.scatter(s["means"], s["diffs"], color="C0", zorder=3)
+    for n, name in enumerate(names or []):
+        ax.annotate(name, (s["means"][n], s["diffs"][n]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.axhline(s["bias"], color="C3", lw=1.2)
+    ax.text(1.0, s["bias"], f" bias {s['bias']:+.1f}", color="C3", fontsize=8, va="center",
+            transform=ax.get_yaxis_transform())
+    if np.isfinite(s["sd"]):
+        for key, name in (("loa_high", "+1.96 SD"), ("loa_low", "-1.96 SD")):
+            ax.axhline(s[key], color="C3", ls="--", lw=1)
+            ax.text(1.0, s[key], f" {name} {s[key]:+.1f}", color="C3", fontsize=8, va="center",
+                    transform=ax.get_yaxis_transform())
+        span = max(abs(s["loa_low"]), abs(s["loa_high"]), float(np.abs(s["diffs"]).max())) * 1.2 + 1e-9
+        ax.set_ylim(-span, span)
+    ax.set_xlabel(f"mean of the two ({units})")
+    ax.set_ylabel(f"difference ({units})")
+    ax.grid(alpha=0.3)
+    return ax

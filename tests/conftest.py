@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real data lives, and small synthetic NIfTI files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SHARED = REPO.parent / "shared" / "data" / "msd-task02-heart"
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The bundled real sample (always present in a clone)."""
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    """The 18 real cases beside the checkout; tests using it skip where it is absent."""
+    if not (SHARED / "dataset.json").is_file():
+        pytest.skip(f"real data not found beside the checkout (../shared/data/msd-task02-heart); "
+                    "a student's clone has only data/sample")
+    return SHARED
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Save ``array`` as NIfTI (default affine: 1.25 x 1.25 x 1.37 mm, RAS)."""
+    if affine is None:
+        affine = np.diag([1.25, 1.25, 1.37, 1.0])
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path

@@ -1,0 +1,198 @@
+"""Tests of `lasegtut evaluate` and `lasegtut volume`: JSON output and one-line user errors."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lasegtut.cli import main
+from lasegtut.metrics import evaluate_masks
+from lasegtut.volume import sphere_mask, volume_ml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_LABEL = REPO / "data" / "sample" / "labelsTr" / "la_009.nii.gz"
+SPACING = (1.25, 1.25, 1.37)
+SHAPE = (40, 40, 36)
+EVAL_KEYS = {"dice", "iou", "hd95_mm", "assd_mm", "volume_pred_ml", "volume_label_ml"}
+
+
+def write_nifti(path: Path, data: np.ndarray, spacing=SPACING, offset=(0.0, 0.0, 0.0)) -> Path:
+    affine = np.diag([*spacing[:3], 1.0]) if len(spacing) >= 3 else np.eye(4)
+    affine[:3, 3] = offset
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_zooms(tuple(spacing) + (1.0,) * (data.ndim - len(spacing)))
+    nib.save(img, str(path))
+    return path
+
+
+def ball(radius_mm: float, center_mm=None) -> np.ndarray:
+    return sphere_mask(SHAPE, SPACING, radius_mm, center_mm)
+
+
+@pytest.fixture
+def label_path(tmp_path) -> Path:
+    return write_nifti(tmp_path / "label.nii.gz", ball(15.0))
+
+
+@pytest.fixture
+def pred_path(tmp_path) -> Path:
+    return write_nifti(tmp_path / "pred.nii.gz", ball(14.0, center_mm=(26.0, 24.0, 24.0)))
+
+
+def run(capsys, argv) -> tuple[int, list[str], list[str]]:
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out.splitlines(), cap.err.splitlines()
+
+
+def assert_one_line_error(rc, err):
+    assert rc == 2
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0] and "error" in err[0]
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_prints_metrics_and_json(capsys, pred_path, label_path):
+    rc, out, err = run(capsys, ["evaluate", pred_path, label_path, "--json"])
+    assert rc == 0 and err == []
+    report = json.loads(out[-1])
+    assert set(report) == EVAL_KEYS
+    expected = evaluate_masks(ball(14.0, (26.0, 24.0, 24.0)), ball(15.0), SPACING)
+    for k, v in expected.items():
+        assert report[k] == pytest.approx(v)
+    assert 0.5 < report["dice"] < 1.0 and report["hd95_mm"] > 0
+    assert report["volume_label_ml"] == pytest.approx(volume_ml(ball(15.0), SPACING))
+    assert report["volume_label_ml"] == pytest.approx(4 / 3 * math.pi * 15 ** 3 / 1000, rel=0.02)
+    assert any(line.startswith("Dice ") for line in out)
+
+
+def test_evaluate_without_json_prints_no_json(capsys, pred_path, label_path):
+    rc, out, _ = run(capsys, ["evaluate", pred_path, label_path])
+    assert rc == 0 and not out[-1].startswith("{")
+
+
+def test_evaluate_empty_prediction_reports_a_miss_not_nan(capsys, tmp_path, label_path):
+    empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros(SHAPE, np.uint8))
+    rc, out, _ = run(capsys, ["evaluate", empty, label_path, "--json"])
+    assert rc == 0
+    assert "NaN" not in out[-1]  # strict JSON
+    report = json.loads(out[-1])
+    assert report["dice"] == 0.0 and report["iou"] == 0.0
+    assert report["hd95_mm"] is None and report["assd_mm"] is None  # inf is written as null
+    assert report["volume_pred_ml"] == 0.0
+
+
+def test_evaluate_real_label_against_itself(capsys):
+    rc, out, _ = run(capsys, ["evaluate", SAMPLE_LABEL, SAMPLE_LABEL, "--json"])
+    report = json.loads(out[-1])
+    assert rc == 0 and report["dice"] == 1.0 and report["hd95_mm"] == 0.0
+    assert report["volume_pred_ml"] == report["volume_label_ml"] > 20
+
+
+@pytest.mark.parametrize("grid", ["shape", "spacing", "origin"])
+def test_evaluate_refuses_masks_on_different_grids(capsys, tmp_path, label_path, grid):
+    if grid == "shape":
+        other = write_nifti(tmp_path / "other.nii.gz", np.zeros((40, 40, 30), np.uint8))
+    elif grid == "spacing":
+        other = write_nifti(tmp_path / "other.nii.gz", ball(15.0), spacing=(1.0, 1.0, 1.0))
+    else:
+        other = write_nifti(tmp_path / "other.nii.gz", ball(15.0), offset=(10.0, 0.0, 0.0))
+    rc, _, err = run(capsys, ["evaluate", other, label_path])
+    assert_one_line_error(rc, err)
+    assert "different grids" in err[0]
+
+
+# ----------------------------------------------------------------------------- bad input files
+def _text(tmp_path):
+    p = tmp_path / "notes.nii.gz"
+    p.write_text("this is not a NIfTI file\n")
+    return p
+
+
+def _truncated(tmp_path):
+    raw = SAMPLE_LABEL.read_bytes()
+    p = tmp_path / "truncated.nii.gz"
+    p.write_bytes(raw[: len(raw) // 2])
+    return p
+
+
+def _two_d(tmp_path):
+    return write_nifti(tmp_path / "slice.nii.gz", np.zeros((40, 40), np.uint8), spacing=(1.25, 1.25))
+
+
+def _four_d(tmp_path):
+    return write_nifti(tmp_path / "series.nii.gz", np.zeros(SHAPE + (2,), np.uint8))
+
+
+def _nan(tmp_path):
+    data = ball(15.0).astype(np.float32)
+    data[20, 20, 18] = np.nan
+    return write_nifti(tmp_path / "nan.nii.gz", data)
+
+
+def _missing(tmp_path):
+    return tmp_path / "does_not_exist.nii.gz"
+
+
+def _not_binary(tmp_path):
+    return write_nifti(tmp_path / "labels.nii.gz", ball(15.0) * 3)
+
+
+BAD_INPUTS = {"text": _text, "truncated": _truncated, "2D": _two_d, "4D": _four_d, "NaN": _nan,
+              "missing": _missing, "not binary": _not_binary}
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+@pytest.mark.parametrize("position", ["pred", "label"])
+def test_evaluate_bad_input_is_one_line_exit_2(capsys, tmp_path, label_path, kind, position):
+    bad = BAD_INPUTS[kind](tmp_path)
+    argv = ["evaluate", bad, label_path] if position == "pred" else ["evaluate", label_path, bad]
+    rc, out, err = run(capsys, argv)
+    assert_one_line_error(rc, err)
+    assert bad.name in err[0]
+    assert not any(line.startswith("{") for line in out)
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_volume_bad_input_is_one_line_exit_2(capsys, tmp_path, kind):
+    bad = BAD_INPUTS[kind](tmp_path)
+    rc, _, err = run(capsys, ["volume", bad, "--json"])
+    assert_one_line_error(rc, err)
+    assert bad.name in err[0]
+
+
+# ----------------------------------------------------------------------------- volume
+def test_volume_json(capsys, label_path):
+    rc, out, err = run(capsys, ["volume", label_path, "--json"])
+    assert rc == 0 and err == []
+    report = json.loads(out[-1])
+    assert set(report) == {"volume_ml"}
+    assert report["volume_ml"] == pytest.approx(volume_ml(ball(15.0), SPACING))
+
+
+def test_volume_with_height_and_weight_gives_index_and_grade(capsys):
+    rc, out, err = run(capsys, ["volume", SAMPLE_LABEL, "--height-cm", "175", "--weight-kg", "70", "--json"])
+    assert rc == 0 and err == []
+    report = json.loads(out[-1])
+    assert set(report) == {"volume_ml", "bsa_m2", "lavi_ml_m2", "grade"}
+    assert report["bsa_m2"] == pytest.approx(math.sqrt(175 * 70 / 3600))
+    assert report["lavi_ml_m2"] == pytest.approx(report["volume_ml"] / report["bsa_m2"])
+    assert report["grade"] in {"normal", "mild", "moderate", "severe"}
+    assert any("mL/m^2" in line for line in out)
+
+
+@pytest.mark.parametrize("extra", [["--height-cm", "175"], ["--weight-kg", "70"]])
+def test_volume_needs_both_height_and_weight(capsys, label_path, extra):
+    rc, _, err = run(capsys, ["volume", label_path, *extra])
+    assert_one_line_error(rc, err)
+    assert "both" in err[0]
+
+
+@pytest.mark.parametrize("height, weight", [("1.75", "70"), ("175", "0"), ("175", "-70"), ("175", "nan")])
+def test_volume_rejects_implausible_height_or_weight(capsys, label_path, height, weight):
+    rc, _, err = run(capsys, ["volume", label_path, "--height-cm", height, "--weight-kg", weight])
+    assert_one_line_error(rc, err)

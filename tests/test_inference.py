@@ -1,0 +1,114 @@
+"""``lasegtut predict``: same grid as the input, any orientation, safe with outputs and bad input."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import SAMPLE, write_nifti
+from lasegtut.cli import main
+from lasegtut.inference import largest_component, predict_file, predict_volume, load_model
+from lasegtut.data import load_case
+from lasegtut.metrics import dice
+
+SCAN = SAMPLE / "imagesTr" / "la_020.nii.gz"
+LABEL = SAMPLE / "labelsTr" / "la_020.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pred") / "mask.nii.gz"
+    report = predict_file(SCAN, out)
+    return out, report
+
+
+def test_mask_on_the_input_grid(predicted):
+    out, report = predicted
+    src, mask = nib.load(str(SCAN)), nib.load(str(out))
+    assert mask.shape == src.shape and np.allclose(mask.affine, src.affine)
+    assert mask.get_data_dtype() == np.uint8
+    arr = np.asarray(mask.dataobj)
+    assert set(np.unique(arr)) <= {0, 1}
+    assert report["voxels"] == int(arr.sum()) > 0
+    assert report["volume_ml"] == pytest.approx(arr.sum() * 1.25 * 1.25 * 1.37 / 1000, rel=1e-4)
+
+
+def test_shipped_model_finds_the_atrium(predicted):
+    """The shipped model on a validation case it never saw: a real segmentation, not noise."""
+    out, _ = predicted
+    label = np.asarray(nib.load(str(LABEL)).dataobj)
+    assert dice(np.asarray(nib.load(str(out)).dataobj), label) > 0.8
+
+
+def test_any_orientation(tmp_path, predicted):
+    """An LPS copy of the scan gives the same mask, stored LPS like its input."""
+    out, _ = predicted
+    src = nib.load(str(SCAN))
+    data = np.asarray(src.dataobj)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    lps = write_nifti(tmp_path / "lps.nii.gz", data[::-1, ::-1].copy(), src.affine @ flip)
+    out_lps = tmp_path / "lps_mask.nii.gz"
+    predict_file(lps, out_lps)
+    m_lps = nib.load(str(out_lps))
+    assert np.allclose(m_lps.affine, src.affine @ flip)
+    np.testing.assert_array_equal(np.asarray(m_lps.dataobj)[::-1, ::-1], np.asarray(nib.load(str(out)).dataobj))
+
+
+def test_never_overwrites_without_force(tmp_path):
+    out = tmp_path / "mask.nii.gz"
+    out.write_bytes(b"precious")
+    rc = main(["predict", str(SCAN), str(out)])
+    assert rc == 2 and out.read_bytes() == b"precious"
+
+
+def test_cli_json_last_line(tmp_path, capsys):
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", str(SCAN), str(out), "--json", "--no-tta"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    report = json.loads(last)
+    assert {"volume_ml", "voxels", "spacing_mm", "seconds"} <= set(report)
+    assert report["spacing_mm"] == [1.25, 1.25, 1.37]
+
+
+@pytest.mark.parametrize("problem", ["text", "truncated", "2d", "4d", "nan", "constant", "missing"])
+def test_bad_input(tmp_path, capsys, problem):
+    p = tmp_path / "scan.nii.gz"
+    good = np.random.default_rng(0).random((96, 96, 8)).astype(np.float32)
+    if problem == "text":
+        p.write_text("not an image")
+    elif problem == "truncated":
+        raw = SCAN.read_bytes()
+        p.write_bytes(raw[: len(raw) // 3])
+    elif problem == "2d":
+        write_nifti(p, good[:, :, 0])
+    elif problem == "4d":
+        write_nifti(p, np.stack([good, good], -1))
+    elif problem == "nan":
+        good[5, 5, 5] = np.nan
+        write_nifti(p, good)
+    elif problem == "constant":
+        write_nifti(p, np.zeros_like(good))
+    out = tmp_path / "out.nii.gz"
+    rc = main(["predict", str(p), str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_bad_weights(tmp_path, capsys):
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"garbage")
+    rc = main(["predict", str(SCAN), str(tmp_path / "o.nii.gz"), "--weights", str(w)])
+    assert rc == 2 and "not a readable weights file" in capsys.readouterr().err
+
+
+def test_largest_component():
+    m = np.zeros((10, 10, 10), np.uint8)
+    m[1:4, 1:4, 1:4] = 1
+    m[7:9, 7:9, 7:9] = 1
+    kept = largest_component(m)
+    assert kept.sum() == 27 and kept[8, 8, 8] == 0

@@ -1,0 +1,73 @@
+"""Training mechanics on the bundled sample (the ``ci`` profile): checkpoints, logs, resume, export."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from conftest import SAMPLE
+from lasegtut.errors import LasegError
+from lasegtut.inference import load_model
+from lasegtut.training import PROFILES, choose_split, get_profile, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    result = train(SAMPLE, "ci", out, progress=False, max_epochs=1, limit_train_batches=4, limit_val_batches=3)
+    return out, result
+
+
+def test_outputs(run):
+    out, result = run
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert (out / "tb").is_dir() and result.weights == out / "model.pt"
+    rows = list(csv.DictReader(open(out / "logs" / "version_0" / "metrics.csv")))
+    assert any(r.get("val_dice") for r in rows) and any(r.get("train_loss_step") for r in rows)
+    # split by subject on the sample: one case held out, none shared
+    assert len(result.val_cases) == 1 and not set(result.val_cases) & set(result.train_cases)
+
+
+def test_exported_weights_load_safely(run):
+    out, _ = run
+    payload = torch.load(out / "model.pt", weights_only=True)
+    assert payload["format"] == "lasegtut-unet-v1" and payload["input_size"] == PROFILES["ci"].size
+    model, info = load_model(out / "model.pt")
+    assert info["border"] == 32
+    x = torch.rand(1, 1, info["input_size"], info["input_size"])
+    assert model(x).shape == x.shape
+    # a Lightning checkpoint loads too
+    load_model(out / "checkpoints" / "last.ckpt")
+
+
+def test_resume_continues_from_last_checkpoint(run):
+    out, _ = run
+    result = train(SAMPLE, "ci", out, progress=False, max_epochs=2, limit_train_batches=4, limit_val_batches=3)
+    first = list(csv.DictReader(open(out / "logs" / "version_0" / "metrics.csv")))
+    second = list(csv.DictReader(open(out / "logs" / "version_1" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in first if r.get("val_dice")] == [0]
+    assert [int(r["epoch"]) for r in second if r.get("val_dice")] == [1]  # epoch 0 was not trained again
+    assert result.epochs == 2
+
+
+def test_profiles():
+    assert set(PROFILES) == {"ci", "cpu", "gpu"}
+    gpu = get_profile("gpu")
+    assert gpu.widths == (64, 128, 256, 512) and gpu.size is None and "16" in gpu.precision
+    with pytest.raises(LasegError, match="unknown profile"):
+        get_profile("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(LasegError, match="needs a CUDA GPU"):
+            train(SAMPLE, "gpu", "unused")
+
+
+@pytest.mark.shared
+def test_full_data_split_uses_bundled_cases_for_validation(shared_root, tmp_path):
+    from lasegtut.preprocess import write_cache
+
+    write_cache(shared_root, tmp_path / "cache", progress=False)
+    train_ids, val_ids = choose_split(tmp_path / "cache")
+    assert val_ids == ["la_009", "la_014", "la_020"]
+    assert len(train_ids) == 15 and {"la_005", "la_026"} <= set(train_ids)
