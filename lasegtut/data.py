@@ -10,6 +10,8 @@ An MSD task folder looks like::
 Every volume is brought to RAS orientation (``nibabel.as_closest_canonical``) so that array
 axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whatever its
 header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
+(RAS as the header states it: the Task02_Heart headers are plain diagonal matrices that do not
+match the anatomy; see :mod:`lasegtut.anatomy` for the true directions.)
 
 Where the data comes from (first match wins):
 

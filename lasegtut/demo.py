@@ -18,7 +18,7 @@ from .errors import LasegError
 
 def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike,
                      spacing: tuple[float, float, float], title: str = "") -> Path:
-    """Three views (axial, coronal, sagittal through the atrium's centre) with the label
+    """Three orthogonal views through the atrium's centre (array axes z, y, x fixed) with the label
     (orange) and prediction (teal, dashed) outlined. Arrays are RAS ``(x, y, z)``."""
     import matplotlib
 
@@ -30,10 +30,10 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     ref = label if label.any() else pred
     cx, cy, cz = (int(round(c)) for c in np.argwhere(ref).mean(0)) if ref.any() else (s // 2 for s in image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), dpi=90)
-    overlay(axes[0], axial(image, cz), axial(label, cz), axial(pred, cz), title=f"axial z={cz}")
+    overlay(axes[0], axial(image, cz), axial(label, cz), axial(pred, cz), title=f"model's 2D view, z={cz}")
     ratio = spacing[2] / spacing[0]
-    overlay(axes[1], coronal(image, cy), coronal(label, cy), coronal(pred, cy), title=f"coronal y={cy}", aspect=ratio)
-    overlay(axes[2], sagittal(image, cx), sagittal(label, cx), sagittal(pred, cx), title=f"sagittal x={cx}",
+    overlay(axes[1], coronal(image, cy), coronal(label, cy), coronal(pred, cy), title=f"fixed y={cy}", aspect=ratio)
+    overlay(axes[2], sagittal(image, cx), sagittal(label, cx), sagittal(pred, cx), title=f"fixed x={cx}",
             aspect=spacing[2] / spacing[1])
     fig.suptitle(title + "   orange: expert label, teal dashed: model", fontsize=10)
     fig.tight_layout()

@@ -19,18 +19,19 @@ PRED_COLOR = "#17bebb"  # prediction
 
 # ============================================================ shared basics
 def axial(volume: np.ndarray, k: int) -> np.ndarray:
-    """Axial slice ``k`` of an RAS ``(x, y, z)`` volume, oriented for display (anterior up,
-    patient's right on the left)."""
+    """Slice ``k`` along array axis 2 (the header's "axial" axis; the model's 2D view) of an
+    ``(x, y, z)`` volume, transposed for display: array x runs left to right, array y bottom to
+    top. For true anatomical planes of Task02_Heart use :func:`lasegtut.anatomy.three_planes`."""
     return np.flipud(volume[:, :, k].T)
 
 
 def coronal(volume: np.ndarray, j: int) -> np.ndarray:
-    """Coronal slice ``j`` (fixed y) of an RAS volume for display (superior up)."""
+    """Slice ``j`` along array axis 1 (fixed y; "coronal" per the header), z running up."""
     return np.flipud(volume[:, j, :].T)
 
 
 def sagittal(volume: np.ndarray, i: int) -> np.ndarray:
-    """Sagittal slice ``i`` (fixed x) of an RAS volume for display (superior up, anterior right)."""
+    """Slice ``i`` along array axis 0 (fixed x; "sagittal" per the header), z running up."""
     return np.flipud(volume[i, :, :].T)
 
 

@@ -5,9 +5,13 @@
 2. :func:`zscore` subtracts the volume's mean and divides by its standard deviation, so that
    scans from different scanner settings share one intensity scale.
 3. :func:`minmax` rescales to [0, 1].
-4. :func:`axial_slices` turns the ``(x, y, z)`` volume into a stack of 2D slices ``(z, x, y)``.
+4. :func:`axial_slices` turns the ``(x, y, z)`` volume into a stack of 2D slices ``(z, x, y)``
+   (slices along array axis 2, "axial" per the header; see :mod:`lasegtut.anatomy`).
 
-Steps 2 + 3 are :func:`normalize`; all four are :func:`preprocess_volume`. Crop first, then
+Steps 2 + 3 are :func:`normalize`; all four are :func:`preprocess_volume`. Note that min-max
+undoes any positive affine change of intensities, so z-score followed by min-max gives exactly
+min-max alone (notebook 03 shows it): the z-score is kept because it is the seed course's recipe
+and a step students meet everywhere, and because it makes the two steps' roles explicit. Crop first, then
 normalise: the statistics then come from the same pixels whether the border held anatomy
 (the official files) or zeros (the shared copies).
 
