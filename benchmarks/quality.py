@@ -1,6 +1,6 @@
 """Quality of the shipped model on the three bundled validation cases (prints figures).
 
-    python benchmarks/quality.py [--weights W] [--no-tta]
+    python benchmarks/quality.py [--weights W] [--tta]
 
 Per case: Dice, IoU, HD95 (mm), ASSD (mm), predicted and true LA volume (mL) and the volume
 error. With ../shared present it also prints the two-annotator agreement on la_005 / la_026,
@@ -25,16 +25,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-h
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--no-tta", action="store_true")
+    ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (off by default)")
     args = ap.parse_args()
     model, info = load_model(args.weights)
-    print(f"model: {args.weights or 'shipped'}, input {info['input_size']} px, tta={not args.no_tta}")
+    print(f"model: {args.weights or 'shipped'}, input {info['input_size']} px, tta={args.tta}")
     print(f"{'case':8} {'Dice':>6} {'IoU':>6} {'HD95mm':>7} {'ASSDmm':>7} {'pred mL':>8} {'true mL':>8} {'err %':>6} {'s':>5}")
     rows = []
     for cid in VALIDATION_CASES:
         case = load_case(BUNDLED_SAMPLE, cid)
         t0 = time.perf_counter()
-        pred = predict_volume(case.image, model, info, tta=not args.no_tta)
+        pred = predict_volume(case.image, model, info, tta=args.tta)
         sec = time.perf_counter() - t0
         m = evaluate_masks(pred, case.label, case.spacing)
         vp, vt = volume_ml(pred, case.spacing), volume_ml(case.label, case.spacing)

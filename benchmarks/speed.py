@@ -3,7 +3,7 @@
     python benchmarks/speed.py [--predict-runs 3] [--train-batches 20] [--seed-batches 3]
 
 1. ``predict``: seconds per scan for a 320 x 320 x Z scan (la_003, 130 slices, from ../shared
-   when present, else the bundled la_014), end to end (read, preprocess, segment with flip TTA,
+   when present, else the bundled la_014), end to end (read, preprocess, segment,
    write), vs the seed course's loop: one slice at a time through the seed U-Net at 256 x 256.
 2. Training throughput, slices/s: the ``cpu`` profile (memory-mapped cache, 128 px, batch 16,
    augmentation in one worker) vs a faithful re-implementation of the seed's loop (one float64
@@ -54,7 +54,7 @@ def bench_predict(runs: int) -> None:
             predict_file(scan, Path(tmp) / f"m{i}.nii.gz")
             times.append(time.perf_counter() - t0)
     ours = float(np.median(times))
-    print(f"  lasegtut predict (end to end, flip TTA): median {ours:.2f} s over {runs} runs {['%.2f' % t for t in times]}")
+    print(f"  lasegtut predict (end to end): median {ours:.2f} s over {runs} runs {['%.2f' % t for t in times]}")
     seed_net = UNet(UNetConfig.seed()).eval()
     t0 = time.perf_counter()
     seed_predict(case.image, seed_net)
@@ -75,7 +75,11 @@ def bench_train(batches: int, seed_batches: int) -> None:
                           num_workers=prof.num_workers, size=prof.size, empty_fraction=prof.empty_fraction)
         dm.setup()
         net = UNet(UNetConfig(widths=prof.widths, norm=prof.norm))  # type: ignore[arg-type]
-        rate = _train_rate(net, iter(dm.train_dataloader()), batches)
+        def forever():
+            while True:
+                yield from dm.train_dataloader()
+
+        rate = _train_rate(net, forever(), batches)
         print(f"training, cpu profile ({prof.size} px, batch {prof.batch_size}, {prof.num_workers} worker): {rate:.1f} slices/s")
 
         # the seed's format: one float64 .npy per slice, image and mask

@@ -48,7 +48,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
     report = predict_file(args.input, args.output, weights=args.weights, force=args.force,
-                          tta=not args.no_tta, largest_component=not args.no_lcc)
+                          tta=args.tta, largest_component=not args.no_lcc)
     print(f"wrote {report['output']}")
     print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
           f"{report['seconds']:.1f} s)")
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("output", help="output mask (.nii.gz), uint8, same grid as the input")
     sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
     sp.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    sp.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
+    sp.add_argument("--tta", action="store_true",
+                    help="also predict mirrored slices and average (only helps models trained with flips)")
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 

@@ -31,7 +31,7 @@ COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 
 
 def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] | None = None,
                    model=None, info: dict | None = None, *, keep_masks: bool = False,
-                   keep_images: bool = False, tta: bool = True, progress: bool = False) -> list[dict]:
+                   keep_images: bool = False, tta: bool = False, progress: bool = False) -> list[dict]:
     """Segment and score labelled cases, one row per case.
 
     Args:
@@ -41,7 +41,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         keep_masks: also return ``"pred"`` and ``"label"`` (uint8 ``(x, y, z)``) and
             ``"spacing"`` (mm) in each row, for figures.
         keep_images: also return ``"image"`` (float32 ``(x, y, z)``, raw intensities).
-        tta: flip test-time augmentation (as ``lasegtut predict`` does by default).
+        tta: flip test-time augmentation (off by default, as in ``lasegtut predict``).
         progress: show a tqdm progress bar over the cases.
 
     Returns:

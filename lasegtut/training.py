@@ -256,12 +256,16 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
                           input_size=prof.size or 256)
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
-                              monitor="val_dice", mode="max", save_last=True, save_top_k=1)
+                              monitor="val_dice", mode="max", save_top_k=1)
+    # Lightning 2.6's save_last only writes last.ckpt when a new best was saved, so an interrupted
+    # run would resume from the best epoch, not the last: a callback of its own saves every epoch.
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, monitor=None,
+                              enable_version_counter=False)
     # a new version_N per run: a resumed run appends a folder instead of erasing the old logs
     loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")]
     trainer = pl.Trainer(
         max_epochs=prof.epochs, accelerator=prof.accelerator, devices=prof.devices,
-        strategy=prof.strategy, precision=prof.precision, callbacks=[best_cb, LearningRateMonitor()],
+        strategy=prof.strategy, precision=prof.precision, callbacks=[best_cb, last_cb, LearningRateMonitor()],
         logger=loggers, default_root_dir=out, log_every_n_steps=prof.log_every_n_steps,
         limit_train_batches=prof.limit_train_batches, limit_val_batches=prof.limit_val_batches,
         enable_progress_bar=progress, num_sanity_val_steps=0, enable_model_summary=progress,

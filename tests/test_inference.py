@@ -66,7 +66,7 @@ def test_never_overwrites_without_force(tmp_path):
 
 def test_cli_json_last_line(tmp_path, capsys):
     out = tmp_path / "m.nii.gz"
-    assert main(["predict", str(SCAN), str(out), "--json", "--no-tta"]) == 0
+    assert main(["predict", str(SCAN), str(out), "--json", "--tta"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     report = json.loads(last)
     assert {"volume_ml", "voxels", "spacing_mm", "seconds"} <= set(report)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -199,17 +198,16 @@ def test_percentile_out_of_range():
 
 
 # ----------------------------------------------------------------------------- speed
-def test_full_size_volume_runs_well_under_a_second(la009):
+def test_full_size_volume(la009):
+    """A full 320 x 320 x 130 volume (the bounding-box crop must not change the answer).
+    Its speed is measured by benchmarks/speed.py, not asserted here."""
     mask, spacing = la009
     label = np.zeros((320, 320, 130), np.uint8)
     label[:, :, : mask.shape[2]] = mask
     pred = perturbed(label)
-    evaluate_masks(pred, label, spacing)  # warm-up
-    t0 = time.perf_counter()
     m = evaluate_masks(pred, label, spacing)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"evaluate_masks took {elapsed:.2f} s on 320x320x130"
     assert 0.5 < m["dice"] < 0.95 and 0 < m["assd_mm"] < m["hd95_mm"] < 20
+    assert m["hd95_mm"] == pytest.approx(monai_distances(pred, label, spacing)[0], rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- agreement with MONAI

@@ -71,3 +71,11 @@ def test_full_data_split_uses_bundled_cases_for_validation(shared_root, tmp_path
     train_ids, val_ids = choose_split(tmp_path / "cache")
     assert val_ids == ["la_009", "la_014", "la_020"]
     assert len(train_ids) == 15 and {"la_005", "la_026"} <= set(train_ids)
+
+
+def test_last_checkpoint_is_the_last_epoch(tmp_path):
+    """last.ckpt must follow every epoch, not only the epochs that improved the best score
+    (with one all-background validation batch, val_dice stays 0 and never improves)."""
+    train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2
