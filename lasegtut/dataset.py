@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -84,13 +85,7 @@ class SliceDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(np.ascontiguousarray(mask))[None], ci
 
 
-def _lightning():
-    import pytorch_lightning as pl
-
-    return pl
-
-
-class LADataModule(_lightning().LightningDataModule):
+class LADataModule(pl.LightningDataModule):
     """Training and validation slices for Lightning.
 
     Args:
