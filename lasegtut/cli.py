@@ -38,8 +38,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
+    overrides = {"lr": args.lr} if args.lr is not None else {}
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
-                   resume=not args.no_resume)
+                   resume=not args.no_resume, init=args.init, **overrides)
     print(result.describe())
     return 0
 
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="runs", help="output folder for checkpoints and logs (default: ./runs)")
     sp.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
     sp.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a last checkpoint")
+    sp.add_argument("--init", help="start from these weights (e.g. the shipped model) to fine-tune")
+    sp.add_argument("--lr", type=float, help="override the profile's learning rate")
 
     sp = add("predict", cmd_predict, "segment the left atrium in a NIfTI scan and print its volume")
     sp.add_argument("input", help="input scan (.nii or .nii.gz), any orientation")

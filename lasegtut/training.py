@@ -215,7 +215,7 @@ def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int |
 def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
           out: str | os.PathLike = "runs", *, max_epochs: int | None = None, resume: bool = True,
           cache: str | os.PathLike | None = None, progress: bool = True,
-          **overrides: Any) -> TrainResult:
+          init: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
     """Train a U-Net and export ``out/model.pt``.
 
     Args:
@@ -225,6 +225,8 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         max_epochs: override the profile's number of epochs.
         resume: continue from ``out/checkpoints/last.ckpt`` if it exists.
         cache: preprocessing cache folder (default ``out/cache``).
+        init: start from these weights (``model.pt`` or a checkpoint) instead of random ones,
+            e.g. to fine-tune the shipped model; the network must have the profile's shape.
         overrides: any other :class:`Profile` field, e.g. ``limit_train_batches=5``.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -254,6 +256,14 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     model_config = UNetConfig(widths=prof.widths, norm=prof.norm).to_dict()  # type: ignore[arg-type]
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
                           input_size=prof.size or 256)
+    if init is not None:
+        from .inference import load_model
+
+        start, info = load_model(init)
+        if start.config != module.model.config or info["input_size"] != (prof.size or 256):
+            raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px; "
+                             f"the {prof.name} profile trains {list(prof.widths)} at {prof.size or 256} px")
+        module.model.load_state_dict(start.state_dict())
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
                               monitor="val_dice", mode="max", save_top_k=1)

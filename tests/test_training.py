@@ -79,3 +79,16 @@ def test_last_checkpoint_is_the_last_epoch(tmp_path):
     train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=3, limit_train_batches=2, limit_val_batches=1)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2
+
+
+def test_init_from_weights(run, tmp_path):
+    """Fine-tuning starts from given weights; weights of another shape are refused clearly."""
+    out, _ = run
+    result = train(SAMPLE, "ci", tmp_path / "ft", progress=False, max_epochs=1, limit_train_batches=1,
+                   limit_val_batches=1, init=out / "model.pt", lr=0.0)
+    start = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    tuned = torch.load(result.weights, weights_only=True)["state_dict"]
+    conv = "down.0.0.weight"
+    assert torch.equal(start[conv], tuned[conv])  # lr 0: the initial weights come through unchanged
+    with pytest.raises(LasegError, match="network at"):
+        train(SAMPLE, "cpu", tmp_path / "bad", progress=False, init=out / "model.pt")
