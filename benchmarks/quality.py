@@ -9,15 +9,14 @@ the ceiling a model can reasonably reach.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-from lasegtut.data import BUNDLED_SAMPLE, VALIDATION_CASES, load_case
-from lasegtut.inference import load_model, predict_volume
+from lasegtut.data import BUNDLED_SAMPLE, load_case
+from lasegtut.evaluation import evaluate_cases
+from lasegtut.inference import load_model
 from lasegtut.metrics import evaluate_masks
-from lasegtut.volume import volume_ml
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
 
@@ -31,17 +30,12 @@ def main() -> None:
     print(f"model: {args.weights or 'shipped'}, input {info['input_size']} px, tta={args.tta}")
     print(f"{'case':8} {'Dice':>6} {'IoU':>6} {'HD95mm':>7} {'ASSDmm':>7} {'pred mL':>8} {'true mL':>8} {'err %':>6} {'s':>5}")
     rows = []
-    for cid in VALIDATION_CASES:
-        case = load_case(BUNDLED_SAMPLE, cid)
-        t0 = time.perf_counter()
-        pred = predict_volume(case.image, model, info, tta=args.tta)
-        sec = time.perf_counter() - t0
-        m = evaluate_masks(pred, case.label, case.spacing)
-        vp, vt = volume_ml(pred, case.spacing), volume_ml(case.label, case.spacing)
+    for r in evaluate_cases(BUNDLED_SAMPLE, None, model, info, tta=args.tta):
+        vp, vt = r["volume_pred_ml"], r["volume_label_ml"]
         err = 100 * (vp - vt) / vt
-        rows.append((m["dice"], m["hd95_mm"], m["assd_mm"], abs(err)))
-        print(f"{cid:8} {m['dice']:6.4f} {m['iou']:6.4f} {m['hd95_mm']:7.2f} {m['assd_mm']:7.2f} "
-              f"{vp:8.1f} {vt:8.1f} {err:+6.1f} {sec:5.1f}")
+        rows.append((r["dice"], r["hd95_mm"], r["assd_mm"], abs(err)))
+        print(f"{r['case']:8} {r['dice']:6.4f} {r['iou']:6.4f} {r['hd95_mm']:7.2f} {r['assd_mm']:7.2f} "
+              f"{vp:8.1f} {vt:8.1f} {err:+6.1f} {r['seconds']:5.1f}")
     a = np.array(rows)
     print(f"{'mean':8} {a[:, 0].mean():6.4f} {'':6} {a[:, 1].mean():7.2f} {a[:, 2].mean():7.2f} "
           f"{'':8} {'':8} {a[:, 3].mean():6.1f}  (mean |volume error| %)")

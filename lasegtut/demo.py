@@ -8,7 +8,6 @@ replaces those two files and nothing else.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,28 +50,21 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
     """
     import nibabel as nib
 
-    from .data import BUNDLED_SAMPLE, load_case
-    from .inference import load_model, predict_volume
-    from .metrics import evaluate_masks
-    from .volume import volume_ml
+    from .data import BUNDLED_SAMPLE
+    from .evaluation import evaluate_cases
+    from .inference import load_model
 
-    t0 = time.perf_counter()
-    case = load_case(data or BUNDLED_SAMPLE, case_id)
     model, info = load_model(weights)
-    pred = predict_volume(case.image, model, info)
-    seconds = time.perf_counter() - t0
-    m = evaluate_masks(pred, case.label, case.spacing)
-    m["volume_pred_ml"] = volume_ml(pred, case.spacing)
-    m["volume_label_ml"] = volume_ml(case.label, case.spacing)
-    m["seconds"] = seconds
+    m = evaluate_cases(data or BUNDLED_SAMPLE, [case_id], model, info, keep_masks=True, keep_images=True)[0]
+    pred, seconds = m["pred"], m["seconds"]
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LasegError(f"cannot create output folder {out} ({e.strerror})") from None
     mask_path = out / f"{case_id}_pred.nii.gz"
-    nib.save(nib.Nifti1Image(pred.astype(np.uint8), case.affine), str(mask_path))
-    png = save_overlay_png(case.image, case.label, pred, out / f"{case_id}_overlay.png", case.spacing,
+    nib.save(nib.Nifti1Image(pred.astype(np.uint8), m["affine"]), str(mask_path))
+    png = save_overlay_png(m["image"], m["label"], pred, out / f"{case_id}_overlay.png", m["spacing"],
                            title=f"{case_id}: Dice {m['dice']:.3f}")
     err = 100 * (m["volume_pred_ml"] - m["volume_label_ml"]) / m["volume_label_ml"]
     print(f"case {case_id} (bundled validation case, never seen in training), segmented in {seconds:.1f} s")

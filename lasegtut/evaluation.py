@@ -38,8 +38,8 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         root: MSD task folder (None: ``$LASEG_DATA_DIR`` or the bundled sample).
         cases: case ids (default: the three bundled validation cases la_009, la_014, la_020).
         model, info: from :func:`lasegtut.inference.load_model` (default: the shipped model).
-        keep_masks: also return ``"pred"`` and ``"label"`` (uint8 ``(x, y, z)``) and
-            ``"spacing"`` (mm) in each row, for figures.
+        keep_masks: also return ``"pred"`` and ``"label"`` (uint8 ``(x, y, z)``),
+            ``"spacing"`` (mm) and ``"affine"`` (4 x 4, RAS) in each row, for figures and files.
         keep_images: also return ``"image"`` (float32 ``(x, y, z)``, raw intensities).
         tta: flip test-time augmentation (off by default, as in ``lasegtut predict``).
         progress: show a tqdm progress bar over the cases.
@@ -73,7 +73,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
                      "volume_pred_ml": volume_ml(pred, case.spacing),
                      "volume_label_ml": volume_ml(case.label, case.spacing), "seconds": seconds}
         if keep_masks:
-            row.update(pred=pred, label=case.label, spacing=case.spacing)
+            row.update(pred=pred, label=case.label, spacing=case.spacing, affine=case.affine)
         if keep_images:
             row["image"] = case.image
         rows.append(row)
