@@ -72,15 +72,18 @@ def bench_train(batches: int, seed_batches: int) -> None:
         from lasegtut.dataset import LADataModule
 
         dm = LADataModule(cache, ["la_009", "la_014", "la_020"], ["la_009"], batch_size=prof.batch_size,
-                          num_workers=prof.num_workers, size=prof.size, empty_fraction=prof.empty_fraction)
+                          num_workers=prof.num_workers, size=prof.size, empty_fraction=prof.empty_fraction,
+                          augment_config=prof.augment_config, context=prof.context,
+                          context_stride=prof.context_stride)
         dm.setup()
-        net = UNet(UNetConfig(widths=prof.widths, norm=prof.norm))  # type: ignore[arg-type]
+        net = UNet(prof.model_config())
         def forever():
             while True:
                 yield from dm.train_dataloader()
 
         rate = _train_rate(net, forever(), batches)
-        print(f"training, cpu profile ({prof.size} px, batch {prof.batch_size}, {prof.num_workers} worker): {rate:.1f} slices/s")
+        print(f"training, cpu profile ({prof.size} px, {prof.model_config().in_channels} channels, "
+              f"batch {prof.batch_size}, {prof.num_workers} worker): {rate:.1f} slices/s")
 
         # the seed's format: one float64 .npy per slice, image and mask
         seed_dir = Path(tmp) / "seed"

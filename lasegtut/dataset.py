@@ -1,7 +1,7 @@
 """PyTorch datasets of 2D axial slices read from the preprocessing cache.
 
-:class:`SliceDataset` yields ``(image, mask, case_index)`` with ``image`` a 1 x H x W float32
-tensor in [0, 1] and ``mask`` a 1 x H x W uint8 tensor in {0, 1}. Arrays are memory-mapped,
+:class:`SliceDataset` yields ``(image, mask, case_index)`` with ``image`` a C x H x W float32
+tensor in [0, 1] (C = 1, or ``2 * context + 1`` neighbouring slices for a 2.5D model) and ``mask`` a 1 x H x W uint8 tensor in {0, 1}. Arrays are memory-mapped,
 so a data set of any size costs almost no RAM and starts at once.
 
 :class:`LADataModule` wires the cache, the subject-level split and augmentation into a
@@ -21,17 +21,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentConfig, Augmenter
 from .errors import LasegError
-from .preprocess import load_index, load_cached_case
+from .preprocess import context_indices, load_index, load_cached_case
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a 2D slice pair to ``size`` x ``size``: image by area averaging, mask by
-    bilinear interpolation thresholded at 0.5 (smoother than nearest-neighbour)."""
-    if image.shape == (size, size):
+    """Resize a slice pair to ``size`` x ``size``: image ``(H, W)`` or ``(C, H, W)`` by area
+    averaging, mask ``(H, W)`` by bilinear interpolation thresholded at 0.5 (smoother than
+    nearest-neighbour)."""
+    if image.shape[-2:] == (size, size):
         return image, mask
-    t = torch.from_numpy(np.stack([image.astype(np.float32), mask.astype(np.float32)]))[:, None]
-    img = F.interpolate(t[:1], size=(size, size), mode="area")[0, 0].numpy()
-    msk = F.interpolate(t[1:], size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    img_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).reshape(1, -1, *image.shape[-2:])
+    img = F.interpolate(img_t, size=(size, size), mode="area")[0].numpy().reshape(*image.shape[:-2], size, size)
+    msk_t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    msk = F.interpolate(msk_t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
     return img, (msk >= 0.5).astype(np.uint8)
 
 
@@ -45,12 +47,16 @@ class SliceDataset(Dataset):
         augment: an :class:`Augmenter` (or True for the default one), None for no augmentation.
         empty_fraction: keep this fraction of the slices that contain no atrium (1.0 = all),
             chosen at random with ``seed``; slices with atrium are always kept.
+        context, context_stride: 2.5D input (see :func:`lasegtut.preprocess.stack_context`):
+            the image gets ``2 * context + 1`` channels, the slice and its neighbours
+            ``context_stride`` slices apart; 0 gives the plain 1-channel slice.
     """
 
     def __init__(self, cache: str | os.PathLike, cases: Sequence[str], *, size: int | None = None,
                  augment: Augmenter | bool | None = None, empty_fraction: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, context: int = 0, context_stride: int = 1) -> None:
         self.cache = Path(cache)
+        self.context, self.context_stride = context, context_stride
         index = load_index(self.cache)
         missing = [c for c in cases if c not in index["cases"]]
         if missing:
@@ -75,14 +81,15 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         ci, z = self.items[i]
         image_stack, mask_stack = self._arrays[ci]
-        image = np.asarray(image_stack[z], dtype=np.float32)
+        idx = context_indices(z, len(image_stack), self.context, self.context_stride)
+        image = np.asarray(image_stack[idx], dtype=np.float32)  # (C, H, W)
         mask = np.asarray(mask_stack[z], dtype=np.uint8)
         if self.size:
             image, mask = resize_pair(image, mask, self.size)
         if self.augment is not None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
             image, mask = self.augment(image, mask, seed)
-        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(np.ascontiguousarray(mask))[None], ci
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))[None], ci
 
 
 class LADataModule(pl.LightningDataModule):
@@ -96,13 +103,16 @@ class LADataModule(pl.LightningDataModule):
         size: slice size in pixels (None: 256).
         augment: augment training slices with the seed's imgaug pipeline.
         empty_fraction: fraction of atrium-free training slices kept (validation keeps all).
+        context, context_stride: 2.5D input channels (see :class:`SliceDataset`).
     """
 
     def __init__(self, cache: str | os.PathLike, train_cases: Sequence[str], val_cases: Sequence[str], *,
                  batch_size: int = 16, num_workers: int = 0, size: int | None = None,
                  augment: bool = True, augment_config: AugmentConfig | None = None,
-                 empty_fraction: float = 1.0, seed: int = 0) -> None:
+                 empty_fraction: float = 1.0, seed: int = 0, context: int = 0,
+                 context_stride: int = 1) -> None:
         super().__init__()
+        self.context, self.context_stride = context, context_stride
         self.cache, self.train_cases, self.val_cases = Path(cache), list(train_cases), list(val_cases)
         self.batch_size, self.num_workers, self.size = batch_size, num_workers, size
         self.augment, self.augment_config = augment, augment_config
@@ -111,8 +121,10 @@ class LADataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         aug = Augmenter(self.augment_config) if self.augment else None
         self.train_set = SliceDataset(self.cache, self.train_cases, size=self.size, augment=aug,
-                                      empty_fraction=self.empty_fraction, seed=self.seed)
-        self.val_set = SliceDataset(self.cache, self.val_cases, size=self.size)
+                                      empty_fraction=self.empty_fraction, seed=self.seed,
+                                      context=self.context, context_stride=self.context_stride)
+        self.val_set = SliceDataset(self.cache, self.val_cases, size=self.size, context=self.context,
+                                    context_stride=self.context_stride)
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

@@ -4,7 +4,8 @@ The steps mirror training, so the network sees what it was trained on:
 
 1. reorient to RAS (:func:`lasegtut.data.load_image`),
 2. crop, z-score, min-max and slice (:func:`lasegtut.preprocess.preprocess_volume`),
-3. resize the slices to the model's input size and run them in batches (optionally also the
+3. stack each slice with the neighbours the model was trained with (2.5D input, see
+   :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
    mirrored slices, averaging the probabilities: flip test-time augmentation, off by default),
 4. resize the probabilities back to the crop, threshold at 0.5, paste into the full grid,
 5. optionally keep only the largest 3D connected component (the atrium is one object),
@@ -12,6 +13,7 @@ The steps mirror training, so the network sees what it was trained on:
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from .errors import LasegError
 from .model import UNet, UNetConfig
-from .preprocess import DEFAULT_BORDER, preprocess_volume, uncrop
+from .preprocess import DEFAULT_BORDER, preprocess_volume, stack_context, uncrop
 
 #: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
@@ -34,7 +36,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
 
     Returns:
         ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
-        (crop, voxels) and ``meta``.
+        (crop, voxels), ``context`` and ``context_stride`` (2.5D neighbour slices per side and
+        their spacing in slices; 0 for a plain 2D model) and ``meta``.
 
     Raises:
         LasegError: missing or unreadable file, or not a lasegtut model.
@@ -52,12 +55,14 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         raise LasegError(f"{path} is not a readable weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
         config, state = UNetConfig.from_dict(obj["config"]), obj["state_dict"]
-        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {})}
+        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {}),
+                "context": int(obj.get("context", 0)), "context_stride": int(obj.get("context_stride", 1))}
     elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         hp = obj["hyper_parameters"]
         config = UNetConfig.from_dict(hp["model_config"])
         state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        info = {"input_size": int(hp.get("input_size") or 256), "border": DEFAULT_BORDER, "meta": {}}
+        info = {"input_size": int(hp.get("input_size") or 256), "border": int(hp.get("border", DEFAULT_BORDER)), "meta": {},
+                "context": int(hp.get("context", 0)), "context_stride": int(hp.get("context_stride", 1))}
     else:
         raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
     model = UNet(config)
@@ -68,9 +73,30 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     return model.eval().to(device), info
 
 
+def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A faster copy of a trained network for prediction only (same outputs up to float rounding).
+
+    Each batch norm is folded into the convolution before it (in eval mode it is a fixed
+    per-channel scale and shift), and the weights are stored channels-last, the layout the
+    CPU convolution kernels prefer: together about 1.5x faster on a 2-core CPU. The copy
+    cannot be trained further; the original is left untouched.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(model).eval()
+    for seq in net.modules():
+        if isinstance(seq, torch.nn.Sequential):
+            for i in range(len(seq) - 1):
+                if isinstance(seq[i], torch.nn.Conv2d) and isinstance(seq[i + 1], torch.nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+                    seq[i + 1] = torch.nn.Identity()
+    return net.to(memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
 def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_size: int = 16,
-                   tta: bool = False, device: str | torch.device = "cpu") -> np.ndarray:
+                   tta: bool = False, context: int = 0, context_stride: int = 1,
+                   device: str | torch.device = "cpu") -> np.ndarray:
     """Probabilities of "left atrium" for a stack of preprocessed slices.
 
     Args:
@@ -79,16 +105,22 @@ def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_si
             probabilities resized back to ``(H, W)``.
         tta: also predict the mirrored slices (flip along the last axis) and average. Off by
             default: the heart is not mirror-symmetric and the seed augmentation has no flips,
-            so the shipped model segments mirrored slices badly (measured: la_009 Dice 0.84
-            without, 0.66 with). Use it for a model trained with flip augmentation.
+            so a model trained without flips segments mirrored slices badly. Use it for a
+            model trained with flip augmentation.
+        context, context_stride: the model's 2.5D input (``info`` of :func:`load_model`): each
+            slice is stacked with its neighbours exactly as in training.
 
     Returns:
         float32 ``(z, H, W)`` probabilities in [0, 1].
     """
     z, h, w = slices.shape
     out = np.empty((z, h, w), dtype=np.float32)
+    model = inference_copy(model)
     for start in range(0, z, batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size], dtype=np.float32))[:, None].to(device)
+        stop = min(start + batch_size, z)
+        stack = stack_context(slices, context, context_stride, start, stop)  # (n, C, H, W)
+        x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
         if (h, w) != (input_size, input_size):
             x = F.interpolate(x, size=(input_size, input_size), mode="area")
         logits = model(x)
@@ -126,7 +158,9 @@ def predict_volume(image: np.ndarray, model: UNet | None = None, info: dict | No
         raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
     border = info["border"]
     slices = preprocess_volume(image, border)  # (z, x', y')
-    prob = predict_slices(slices, model, info["input_size"], batch_size=batch_size, tta=tta, device=device)
+    prob = predict_slices(slices, model, info["input_size"], batch_size=batch_size, tta=tta,
+                          context=info.get("context", 0), context_stride=info.get("context_stride", 1),
+                          device=device)
     mask_zxy = (prob >= 0.5).astype(np.uint8)
     mask = uncrop(np.moveaxis(mask_zxy, 0, 2), image.shape, border)
     return largest_component(mask) if largest_cc else mask

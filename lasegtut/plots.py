@@ -369,7 +369,9 @@ def unet_diagram(config, input_size: int = 128, *, dpi: int = 80) -> plt.Figure:
             arrow(i + 0.55, -i, 2 * depth - i - 0.55, -i, color="0.45", ls="--")
             arrow(i + 0.1, -i - 0.3, i + 0.9, -i - 0.72, color="C0")
             arrow(2 * depth - i - 0.9, -i - 0.72, 2 * depth - i - 0.1, -i - 0.3, color="C1")
-    ax.text(-1.0, 0, f"image\n1 ch\n{input_size}x{input_size}", ha="center", va="center", fontsize=7.5)
+    cin = getattr(config, "in_channels", 1)
+    label = "image\n1 ch" if cin == 1 else f"{cin} slices\n{cin} ch"
+    ax.text(-1.0, 0, f"{label}\n{input_size}x{input_size}", ha="center", va="center", fontsize=7.5)
     arrow(-0.65, 0, -0.45, 0, color="k")
     ax.text(2 * depth + 1.05, 0, "1x1 conv\nlogits\n1 ch", ha="center", va="center", fontsize=7.5)
     arrow(2 * depth + 0.5, 0, 2 * depth + 0.7, 0, color="k")

@@ -8,10 +8,14 @@ Profiles (see :data:`PROFILES`):
 
 - ``ci``: a tiny network on 64 x 64 slices for a few batches: proves the mechanics in a
   minute on any CPU; the Dice it reaches means nothing.
-- ``cpu``: the recipe of the shipped model: a 1.96 M-parameter U-Net with batch norm on
-  128 x 128 slices (the 256 x 256 crop, halved), seed augmentation, Dice + BCE, Adam with a
-  cosine schedule. About an hour on a 2-core laptop.
-- ``gpu``: the seed course's network size (64-128-256-512) at the full 256 x 256 crop, mixed
+- ``cpu``: the recipe of the shipped model: a 1.96 M-parameter U-Net with batch norm on the
+  central 160 x 160 voxels of each slice at full resolution (``border=80``: 200 mm, which holds
+  the atrium of every MSD scan with 25 mm or more to spare), given as 2.5D input (each slice
+  with the slices 2 and 4 away on both sides as 5 channels), the seed augmentation plus a
+  random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22 epochs. About 55
+  minutes on a 2-core laptop.
+- ``gpu``: the seed course's network size (64-128-256-512) at the full 256 x 256 crop, the
+  same 2.5D input and augmentation as ``cpu``, mixed
   precision, all visible GPUs through Lightning's own strategies (DDP for several).
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
@@ -32,6 +36,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from .augment import AugmentConfig
 from .data import VALIDATION_CASES, resolve_data_dir
 from .errors import LasegError
 from .losses import DiceBCELoss
@@ -44,7 +49,13 @@ WEIGHTS_FORMAT = "lasegtut-unet-v1"
 
 @dataclass(frozen=True)
 class Profile:
-    """A training recipe. Sizes in pixels; ``size=None`` trains on the full 256 x 256 crop."""
+    """A training recipe. Sizes in pixels; ``size=None`` trains on the full crop (256 x 256 for
+    a 320 x 320 scan with the default ``border`` of 32 voxels removed per side).
+
+    ``context``/``context_stride``: 2.5D input, each slice with ``context`` neighbours per side
+    ``context_stride`` slices apart as extra channels (0: plain slices).
+    ``augment_config``: the augmentation (None: the seed course's pipeline).
+    """
 
     name: str
     widths: tuple[int, ...]
@@ -65,17 +76,32 @@ class Profile:
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = 5
     seed: int = 42
+    context: int = 0
+    context_stride: int = 1
+    augment_config: AugmentConfig | None = None
+    border: int = DEFAULT_BORDER
+
+    @property
+    def input_size(self) -> int:
+        """Slice size the network sees, pixels: ``size``, or the crop of a 320 x 320 MSD scan."""
+        return self.size or 320 - 2 * self.border
+
+    def model_config(self) -> UNetConfig:
+        """The network this profile trains (``2 * context + 1`` input channels)."""
+        return UNetConfig(widths=self.widths, norm=self.norm, in_channels=2 * self.context + 1)  # type: ignore[arg-type]
 
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", widths=(8, 16, 32, 64), size=64, batch_size=8, epochs=2, lr=3e-3,
                   accelerator="cpu", devices=1, limit_train_batches=12, limit_val_batches=6,
-                  empty_fraction=0.2, log_every_n_steps=2),
-    "cpu": Profile("cpu", widths=(16, 32, 64, 128, 256), size=128, batch_size=16, epochs=18,
-                   lr=2e-3, empty_fraction=0.3, num_workers=1, accelerator="cpu", devices=1),
+                  empty_fraction=0.2, log_every_n_steps=2, context=1, context_stride=2),
+    "cpu": Profile("cpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=16, epochs=22,
+                   lr=1e-3, empty_fraction=0.3, num_workers=1, accelerator="cpu", devices=1,
+                   context=2, context_stride=2, augment_config=AugmentConfig(gamma=(0.7, 1.5))),
     "gpu": Profile("gpu", widths=(64, 128, 256, 512), size=None, batch_size=32, epochs=60,
                    lr=1e-3, empty_fraction=1.0, num_workers=4, precision="16-mixed",
-                   accelerator="gpu", devices="auto", strategy="auto"),
+                   accelerator="gpu", devices="auto", strategy="auto", context=2, context_stride=2,
+                   augment_config=AugmentConfig(gamma=(0.7, 1.5))),
 }
 
 
@@ -95,7 +121,8 @@ class LitSegmenter(pl.LightningModule):
     """
 
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
-                 bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128) -> None:
+                 bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128,
+                 context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(UNetConfig.from_dict(model_config) if model_config else UNetConfig())
@@ -126,7 +153,8 @@ class LitSegmenter(pl.LightningModule):
         if len(self._overlays) < self.hparams.n_overlays:
             for i in range(len(x)):
                 if yb[i].sum() > 50 and len(self._overlays) < self.hparams.n_overlays and i % 4 == 0:
-                    self._overlays.append((x[i, 0].float().cpu().numpy(), yb[i, 0].cpu().numpy(),
+                    mid = x.shape[1] // 2  # the slice itself (the others are its 2.5D neighbours)
+                    self._overlays.append((x[i, mid].float().cpu().numpy(), yb[i, 0].cpu().numpy(),
                                            pred[i, 0].cpu().numpy()))
 
     def on_validation_epoch_end(self) -> None:
@@ -195,14 +223,21 @@ def choose_split(cache: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int | None,
-                   border: int = DEFAULT_BORDER, meta: dict | None = None) -> Path:
-    """Save the model as a plain dict of tensors and numbers (``torch.load(weights_only=True)``)."""
+                   border: int | None = None, meta: dict | None = None) -> Path:
+    """Save the model as a plain dict of tensors and numbers (``torch.load(weights_only=True)``).
+
+    ``border``: the in-plane crop (voxels per side) the model was trained on; default: the one
+    in the module's hyper-parameters.
+    """
     path = Path(path)
+    border = module.hparams.get("border", DEFAULT_BORDER) if border is None else border
     payload = {
         "format": WEIGHTS_FORMAT,
         "config": module.model.config.to_dict(),
-        "input_size": int(size or 256),
+        "input_size": int(size or module.hparams.input_size),
         "border": int(border),
+        "context": int(module.hparams.get("context", 0)),
+        "context_stride": int(module.hparams.get("context_stride", 1)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()},
         "meta": meta or {},
     }
@@ -239,7 +274,7 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
-    write_cache(root, cache, progress=progress)
+    write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
     (out / "split.json").write_text(json.dumps({"train": train_cases, "val": val_cases,
                                                  "data": str(root)}, indent=1))
@@ -252,17 +287,21 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     pl.seed_everything(prof.seed, workers=True, verbose=False)
     dm = LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
                       num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
-                      empty_fraction=prof.empty_fraction, seed=prof.seed)
-    model_config = UNetConfig(widths=prof.widths, norm=prof.norm).to_dict()  # type: ignore[arg-type]
+                      empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
+                      context_stride=prof.context_stride, augment_config=prof.augment_config)
+    model_config = prof.model_config().to_dict()
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
-                          input_size=prof.size or 256)
+                          input_size=prof.input_size, context=prof.context,
+                          context_stride=prof.context_stride, border=prof.border)
     if init is not None:
         from .inference import load_model
 
         start, info = load_model(init)
-        if start.config != module.model.config or info["input_size"] != (prof.size or 256):
-            raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px; "
-                             f"the {prof.name} profile trains {list(prof.widths)} at {prof.size or 256} px")
+        if (start.config != module.model.config or info["input_size"] != prof.input_size or info["border"] != prof.border
+                or (info["context"], info["context_stride"]) != (prof.context, prof.context_stride)):
+            raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
+                             f"with {start.config.in_channels} input channels; the {prof.name} profile trains "
+                             f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1}")
         module.model.load_state_dict(start.state_dict())
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",

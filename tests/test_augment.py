@@ -95,3 +95,29 @@ def test_works_in_a_dataloader_with_two_workers(pair):
     # workers do not repeat each other (the samples are all different)
     flat = {a.tobytes() for a, _ in run1}
     assert len(flat) == 8
+
+
+def test_stack_of_slices_gets_one_warp(pair):
+    """A 2.5D stack (C, H, W): every channel moves exactly as the single slice would."""
+    img, msk = pair
+    stack = np.stack([img, img[::-1], msk.astype(np.float32)])
+    out, m = Augmenter()(stack, msk, 11)
+    single, m1 = Augmenter()(img, msk, 11)
+    assert out.shape == stack.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], single)
+    np.testing.assert_array_equal(m, m1)
+    assert ((out[2] > 0.5) == (m > 0)).mean() > 0.995  # the mask-channel still lies on the mask
+
+
+def test_gamma_changes_contrast_not_geometry(pair):
+    img, msk = pair
+    plain, m_plain = Augmenter()(img, msk, 5)
+    gam, m_gam = Augmenter(AugmentConfig(gamma=(1.5, 1.5)))(img, msk, 5)
+    np.testing.assert_array_equal(m_plain, m_gam)
+    np.testing.assert_allclose(gam, np.clip(plain, 0, 1) ** 1.5, rtol=1e-5, atol=1e-6)
+
+
+def test_elastic_scaled_to_slice_size():
+    c = AugmentConfig.for_size(128, gamma=(0.7, 1.5))
+    assert c.elastic_alpha == (0.0, 20.0) and c.elastic_sigma == (2.0, 4.0) and c.gamma == (0.7, 1.5)
+    assert AugmentConfig.for_size(256) == AugmentConfig()

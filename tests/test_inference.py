@@ -112,3 +112,39 @@ def test_largest_component():
     m[7:9, 7:9, 7:9] = 1
     kept = largest_component(m)
     assert kept.sum() == 27 and kept[8, 8, 8] == 0
+
+
+def test_2_5d_model_sees_the_neighbours_it_was_trained_with():
+    """predict_slices stacks each slice with its neighbours as in training: a stub network that
+    answers with its first channel must return slice z - context * stride (clamped at 0)."""
+    import torch
+
+    from lasegtut.inference import predict_slices
+
+    class FirstChannel(torch.nn.Module):
+        def forward(self, x):
+            return (x[:, :1] - 0.5) * 1000
+
+    rng = np.random.default_rng(0)
+    slices = rng.random((9, 16, 16), dtype=np.float32)
+    prob = predict_slices(slices, FirstChannel(), 16, batch_size=4, context=2, context_stride=2)
+    expect = slices[[max(z - 4, 0) for z in range(9)]] > 0.5
+    np.testing.assert_array_equal(prob > 0.5, expect)
+    plain = predict_slices(slices, FirstChannel(), 16, batch_size=4)
+    np.testing.assert_array_equal(plain > 0.5, slices > 0.5)
+
+
+def test_inference_copy_is_the_same_network():
+    """Folding batch norm into the convolutions changes speed, not answers; the original keeps its BN."""
+    import torch
+
+    from lasegtut.inference import inference_copy
+
+    model, _ = load_model()
+    fast = inference_copy(model)
+    x = torch.rand(2, model.config.in_channels, 64, 64)
+    with torch.inference_mode():
+        np.testing.assert_allclose(fast(x.contiguous(memory_format=torch.channels_last)).numpy(),
+                                   model(x).numpy(), atol=1e-3, rtol=0)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())

@@ -86,3 +86,20 @@ def test_cache_errors(tmp_path):
     (tmp_path / "index.json").write_text("{broken")
     with pytest.raises(LasegError, match="corrupt"):
         pp.load_index(tmp_path)
+
+
+def test_context_indices_clamp_at_the_ends():
+    assert pp.context_indices(5, 10) == [5]
+    assert pp.context_indices(5, 10, context=2, stride=2) == [1, 3, 5, 7, 9]
+    assert pp.context_indices(1, 10, context=2, stride=2) == [0, 0, 1, 3, 5]
+    assert pp.context_indices(9, 10, context=1, stride=3) == [6, 9, 9]
+
+
+def test_stack_context_puts_the_slice_in_the_middle(case):
+    slices = pp.preprocess_volume(case.image)
+    stack = pp.stack_context(slices, context=2, stride=2, start=10, stop=14)
+    assert stack.shape == (4, 5) + slices.shape[1:]
+    np.testing.assert_array_equal(stack[:, 2], slices[10:14])  # channel `context` = the slice
+    np.testing.assert_array_equal(stack[0, 0], slices[6])      # z=10, offset -4
+    np.testing.assert_array_equal(stack[3, 4], slices[17])     # z=13, offset +4
+    np.testing.assert_array_equal(pp.stack_context(slices)[:, 0], slices)

@@ -36,8 +36,9 @@ def test_exported_weights_load_safely(run):
     assert payload["format"] == "lasegtut-unet-v1" and payload["input_size"] == PROFILES["ci"].size
     model, info = load_model(out / "model.pt")
     assert info["border"] == 32
-    x = torch.rand(1, 1, info["input_size"], info["input_size"])
-    assert model(x).shape == x.shape
+    x = torch.rand(1, model.config.in_channels, info["input_size"], info["input_size"])
+    assert model(x).shape == (1, 1) + x.shape[2:]
+    assert model.config == PROFILES["ci"].model_config() and info["context"] == PROFILES["ci"].context
     # a Lightning checkpoint loads too
     load_model(out / "checkpoints" / "last.ckpt")
 
@@ -92,3 +93,27 @@ def test_init_from_weights(run, tmp_path):
     assert torch.equal(start[conv], tuned[conv])  # lr 0: the initial weights come through unchanged
     with pytest.raises(LasegError, match="network at"):
         train(SAMPLE, "cpu", tmp_path / "bad", progress=False, init=out / "model.pt")
+
+
+def test_input_geometry_travels_with_the_weights(tmp_path):
+    """A profile's 2.5D context and crop border reach the exported weights, so inference
+    prepares a scan exactly as training did: 2 * context + 1 input channels, same crop."""
+    import numpy as np
+
+    from lasegtut.data import load_case
+    from lasegtut.inference import predict_volume
+
+    result = train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=1, limit_train_batches=2,
+                   limit_val_batches=1, context=2, context_stride=3, border=48)
+    model, info = load_model(result.weights)
+    assert model.config.in_channels == 5 and (info["context"], info["context_stride"]) == (2, 3)
+    assert info["border"] == 48 and info["input_size"] == PROFILES["ci"].size
+    index = __import__("json").loads((tmp_path / "cache" / "index.json").read_text())
+    assert all(e["key"]["border"] == 48 for e in index["cases"].values())  # trained on the same crop
+    image = load_case(SAMPLE, "la_009").image
+    with torch.no_grad():
+        model.head.bias.fill_(100.0)  # "atrium everywhere": the mask then shows the crop
+    mask = predict_volume(image, model, info, largest_cc=False)
+    assert mask.shape == image.shape and mask[48:-48, 48:-48].all()
+    assert mask.sum() == mask[48:-48, 48:-48].size
+    assert get_profile("cpu").context == 2  # the shipped recipe is 2.5D
