@@ -55,16 +55,18 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         raise LasegError(f"{path} is not a readable weights file ({type(e).__name__})") from None
     if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
         config, state = UNetConfig.from_dict(obj["config"]), obj["state_dict"]
-        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {}),
-                "context": int(obj.get("context", 0)), "context_stride": int(obj.get("context_stride", 1))}
+        geometry = obj
+        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {})}
     elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         hp = obj["hyper_parameters"]
         config = UNetConfig.from_dict(hp["model_config"])
         state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        info = {"input_size": int(hp.get("input_size") or 256), "border": int(hp.get("border", DEFAULT_BORDER)), "meta": {},
-                "context": int(hp.get("context", 0)), "context_stride": int(hp.get("context_stride", 1))}
+        geometry = hp
+        info = {"input_size": int(hp.get("input_size") or 256), "border": int(hp.get("border", DEFAULT_BORDER)), "meta": {}}
     else:
         raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
+    # 2.5D input; weights from before it existed are plain 1-slice models
+    info.update(context=int(geometry.get("context", 0)), context_stride=int(geometry.get("context_stride", 1)))
     model = UNet(config)
     try:
         model.load_state_dict(state)
