@@ -68,13 +68,13 @@ def bench_train(batches: int, seed_batches: int) -> None:
     prof = PROFILES["cpu"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        write_cache(data, cache, cases=["la_009", "la_014", "la_020"], progress=False)
+        write_cache(data, cache, cases=["la_009", "la_014", "la_020"], border=prof.border, progress=False)
         from lasegtut.dataset import LADataModule
 
         dm = LADataModule(cache, ["la_009", "la_014", "la_020"], ["la_009"], batch_size=prof.batch_size,
                           num_workers=prof.num_workers, size=prof.size, empty_fraction=prof.empty_fraction,
                           augment_config=prof.augment_config, context=prof.context,
-                          context_stride=prof.context_stride)
+                          context_stride=prof.context_stride, slice_axis=prof.slice_axis)
         dm.setup()
         net = UNet(prof.model_config())
         def forever():
@@ -83,6 +83,7 @@ def bench_train(batches: int, seed_batches: int) -> None:
 
         rate = _train_rate(net, forever(), batches)
         print(f"training, cpu profile ({prof.size} px, {prof.model_config().in_channels} channels, "
+              f"slices across axis {prof.slice_axis}, "
               f"batch {prof.batch_size}, {prof.num_workers} worker): {rate:.1f} slices/s")
 
         # the seed's format: one float64 .npy per slice, image and mask

@@ -1,8 +1,10 @@
-"""PyTorch datasets of 2D axial slices read from the preprocessing cache.
+"""PyTorch datasets of 2D slices (across any array axis) read from the preprocessing cache.
 
 :class:`SliceDataset` yields ``(image, mask, case_index)`` with ``image`` a C x H x W float32
-tensor in [0, 1] (C = 1, or ``2 * context + 1`` neighbouring slices for a 2.5D model) and ``mask`` a 1 x H x W uint8 tensor in {0, 1}. Arrays are memory-mapped,
-so a data set of any size costs almost no RAM and starts at once.
+tensor in [0, 1] (C = 1, or ``2 * context + 1`` neighbouring slices for a 2.5D model) and ``mask`` a 1 x H x W uint8 tensor in {0, 1}. Slices across
+array axis 2 (the cache's own layout) are memory-mapped, so a data set of any size costs almost
+no RAM and starts at once; slices across another axis are re-sliced into memory once (about
+8 MB per MSD case at the ``cpu`` profile's crop).
 
 :class:`LADataModule` wires the cache, the subject-level split and augmentation into a
 Lightning ``LightningDataModule``.
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentConfig, Augmenter
 from .errors import LasegError
-from .preprocess import context_indices, load_index, load_cached_case
+from .preprocess import context_indices, load_index, load_cached_case, reslice
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +40,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 
 
 class SliceDataset(Dataset):
-    """All axial slices of the given cases from a preprocessing cache.
+    """All slices of the given cases from a preprocessing cache, across one array axis.
 
     Args:
         cache: folder written by :func:`lasegtut.preprocess.write_cache`.
@@ -50,11 +52,13 @@ class SliceDataset(Dataset):
         context, context_stride: 2.5D input (see :func:`lasegtut.preprocess.stack_context`):
             the image gets ``2 * context + 1`` channels, the slice and its neighbours
             ``context_stride`` slices apart; 0 gives the plain 1-channel slice.
+        slice_axis: the array axis of the ``(x, y, z)`` volume the slices cut across: 2 (one
+            slice per z, the default) or 0 / 1 (see :func:`lasegtut.preprocess.reslice`).
     """
 
     def __init__(self, cache: str | os.PathLike, cases: Sequence[str], *, size: int | None = None,
                  augment: Augmenter | bool | None = None, empty_fraction: float = 1.0,
-                 seed: int = 0, context: int = 0, context_stride: int = 1) -> None:
+                 seed: int = 0, context: int = 0, context_stride: int = 1, slice_axis: int = 2) -> None:
         self.cache = Path(cache)
         self.context, self.context_stride = context, context_stride
         index = load_index(self.cache)
@@ -64,13 +68,14 @@ class SliceDataset(Dataset):
         self.cases = list(cases)
         self.size = size
         self.augment = Augmenter() if augment is True else (augment or None)
-        self._arrays = [load_cached_case(self.cache, c) for c in self.cases]
+        self._arrays = [tuple(reslice(a, slice_axis) for a in load_cached_case(self.cache, c)) for c in self.cases]
         rng = np.random.default_rng(seed)
         items = []
         for ci, c in enumerate(self.cases):
-            entry = index["cases"][c]
-            with_la = set(entry["la_slices"])
-            for z in range(entry["shape_zxy"][0]):
+            masks = self._arrays[ci][1]
+            with_la = (set(index["cases"][c]["la_slices"]) if slice_axis == 2
+                       else set(np.flatnonzero(masks.reshape(len(masks), -1).any(1)).tolist()))
+            for z in range(len(masks)):
                 if z in with_la or empty_fraction >= 1.0 or rng.random() < empty_fraction:
                     items.append((ci, z))
         self.items = items
@@ -104,15 +109,16 @@ class LADataModule(pl.LightningDataModule):
         augment: augment training slices with the seed's imgaug pipeline.
         empty_fraction: fraction of atrium-free training slices kept (validation keeps all).
         context, context_stride: 2.5D input channels (see :class:`SliceDataset`).
+        slice_axis: the array axis the slices cut across (see :class:`SliceDataset`).
     """
 
     def __init__(self, cache: str | os.PathLike, train_cases: Sequence[str], val_cases: Sequence[str], *,
                  batch_size: int = 16, num_workers: int = 0, size: int | None = None,
                  augment: bool = True, augment_config: AugmentConfig | None = None,
                  empty_fraction: float = 1.0, seed: int = 0, context: int = 0,
-                 context_stride: int = 1) -> None:
+                 context_stride: int = 1, slice_axis: int = 2) -> None:
         super().__init__()
-        self.context, self.context_stride = context, context_stride
+        self.context, self.context_stride, self.slice_axis = context, context_stride, slice_axis
         self.cache, self.train_cases, self.val_cases = Path(cache), list(train_cases), list(val_cases)
         self.batch_size, self.num_workers, self.size = batch_size, num_workers, size
         self.augment, self.augment_config = augment, augment_config
@@ -122,9 +128,9 @@ class LADataModule(pl.LightningDataModule):
         aug = Augmenter(self.augment_config) if self.augment else None
         self.train_set = SliceDataset(self.cache, self.train_cases, size=self.size, augment=aug,
                                       empty_fraction=self.empty_fraction, seed=self.seed,
-                                      context=self.context, context_stride=self.context_stride)
+                                      context=self.context, context_stride=self.context_stride, slice_axis=self.slice_axis)
         self.val_set = SliceDataset(self.cache, self.val_cases, size=self.size, context=self.context,
-                                    context_stride=self.context_stride)
+                                    context_stride=self.context_stride, slice_axis=self.slice_axis)
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

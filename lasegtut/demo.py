@@ -29,7 +29,7 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     ref = label if label.any() else pred
     cx, cy, cz = (int(round(c)) for c in np.argwhere(ref).mean(0)) if ref.any() else (s // 2 for s in image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), dpi=90)
-    overlay(axes[0], axial(image, cz), axial(label, cz), axial(pred, cz), title=f"model's 2D view, z={cz}")
+    overlay(axes[0], axial(image, cz), axial(label, cz), axial(pred, cz), title=f"fixed z={cz}")
     ratio = spacing[2] / spacing[0]
     overlay(axes[1], coronal(image, cy), coronal(label, cy), coronal(pred, cy), title=f"fixed y={cy}", aspect=ratio)
     overlay(axes[2], sagittal(image, cx), sagittal(label, cx), sagittal(pred, cx), title=f"fixed x={cx}",

@@ -3,11 +3,13 @@
 The steps mirror training, so the network sees what it was trained on:
 
 1. reorient to RAS (:func:`lasegtut.data.load_image`),
-2. crop, z-score, min-max and slice (:func:`lasegtut.preprocess.preprocess_volume`),
+2. crop, z-score, min-max and slice (:func:`lasegtut.preprocess.preprocess_volume`) across the
+   array axis the model was trained on (:func:`lasegtut.preprocess.reslice`),
 3. stack each slice with the neighbours the model was trained with (2.5D input, see
    :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
    mirrored slices, averaging the probabilities: flip test-time augmentation, off by default),
-4. resize the probabilities back to the crop, threshold at 0.5, paste into the full grid,
+4. resize the probabilities back to the crop, back to the axial layout, threshold at 0.5, paste
+   into the full grid,
 5. optionally keep only the largest 3D connected component (the atrium is one object),
 6. reorient back to the input's own orientation and save as uint8 with the input's affine.
 """
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from .errors import LasegError
 from .model import UNet, UNetConfig
-from .preprocess import DEFAULT_BORDER, preprocess_volume, stack_context, uncrop
+from .preprocess import DEFAULT_BORDER, preprocess_volume, stack_context, reslice, uncrop, unreslice
 
 #: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
@@ -37,7 +39,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     Returns:
         ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
         (crop, voxels), ``context`` and ``context_stride`` (2.5D neighbour slices per side and
-        their spacing in slices; 0 for a plain 2D model) and ``meta``.
+        their spacing in slices; 0 for a plain 2D model), ``slice_axis`` (the array axis of the
+        ``(x, y, z)`` scan its slices cut across) and ``meta``.
 
     Raises:
         LasegError: missing or unreadable file, or not a lasegtut model.
@@ -65,8 +68,9 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         info = {"input_size": int(hp.get("input_size") or 256), "border": int(hp.get("border", DEFAULT_BORDER)), "meta": {}}
     else:
         raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
-    # 2.5D input; weights from before it existed are plain 1-slice models
-    info.update(context=int(geometry.get("context", 0)), context_stride=int(geometry.get("context_stride", 1)))
+    # 2.5D input and slice axis; weights from before they existed are 1-slice models across axis 2
+    info.update(context=int(geometry.get("context", 0)), context_stride=int(geometry.get("context_stride", 1)),
+                slice_axis=int(geometry.get("slice_axis", 2)))
     model = UNet(config)
     try:
         model.load_state_dict(state)
@@ -102,7 +106,8 @@ def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_si
     """Probabilities of "left atrium" for a stack of preprocessed slices.
 
     Args:
-        slices: float32 ``(z, H, W)`` in [0, 1] (the output of ``preprocess_volume``).
+        slices: float32 ``(n, H, W)`` in [0, 1]: the output of ``preprocess_volume``, re-sliced with
+            ``reslice`` for a model trained across another axis; neighbours are taken along ``n``.
         input_size: the model's training size in pixels; slices are resized to it and the
             probabilities resized back to ``(H, W)``.
         tta: also predict the mirrored slices (flip along the last axis) and average. Off by
@@ -159,13 +164,16 @@ def predict_volume(image: np.ndarray, model: UNet | None = None, info: dict | No
     if image.ndim != 3:
         raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
     border = info["border"]
-    slices = preprocess_volume(image, border)  # (z, x', y')
+    axis = info.get("slice_axis", 2)
+    slices = reslice(preprocess_volume(image, border), axis)  # axis 2: (z, x', y')
     prob = predict_slices(slices, model, info["input_size"], batch_size=batch_size, tta=tta,
                           context=info.get("context", 0), context_stride=info.get("context_stride", 1),
                           device=device)
-    mask_zxy = (prob >= 0.5).astype(np.uint8)
-    mask = uncrop(np.moveaxis(mask_zxy, 0, 2), image.shape, border)
-    return largest_component(mask) if largest_cc else mask
+    prob = unreslice(prob, axis, image.shape[2])  # (z, x', y')
+    mask = np.moveaxis((prob >= 0.5).astype(np.uint8), 0, 2)  # the crop, (x', y', z)
+    if largest_cc:  # on the crop: the same answer as on the full grid (zeros outside), 4x fewer voxels
+        mask = largest_component(mask)
+    return uncrop(mask, image.shape, border)
 
 
 def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:

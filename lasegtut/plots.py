@@ -19,7 +19,7 @@ PRED_COLOR = "#17bebb"  # prediction
 
 # ============================================================ shared basics
 def axial(volume: np.ndarray, k: int) -> np.ndarray:
-    """Slice ``k`` along array axis 2 (the header's "axial" axis; the model's 2D view) of an
+    """Slice ``k`` along array axis 2 (the header's "axial" axis; the files' own slices) of an
     ``(x, y, z)`` volume, transposed for display: array x runs left to right, array y bottom to
     top. For true anatomical planes of Task02_Heart use :func:`lasegtut.anatomy.three_planes`."""
     return np.flipud(volume[:, :, k].T)

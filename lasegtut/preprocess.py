@@ -122,6 +122,42 @@ def stack_context(slices: np.ndarray, context: int = 0, stride: int = 1,
     return np.asarray(slices)[np.asarray(idx, dtype=np.int64).reshape(len(idx), 2 * context + 1)]
 
 
+def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Re-slice an axial stack ``(z, x', y')`` into the 2D slices across array ``axis`` of the
+    ``(x, y, z)`` volume, the slices a model trained on that axis segments.
+
+    ``axis=2``: the stack itself, one ``(x', y')`` slice per z. ``axis=0``: one ``(z, y')`` slice
+    per x, shape ``(x', D, y')``; ``axis=1``: one ``(z, x')`` slice per y, ``(y', D, x')``. The z
+    axis is zero-padded, centred, to ``D = max(z, width)`` voxels, so that scans with different
+    numbers of slices all give square slices of one size. Which anatomical plane an axis is
+    depends on the scan: in the MSD heart scans array axis 2 holds the patient's left-right
+    position fixed (sagittal sections) and axis 0 the front-back position (coronal sections),
+    see :mod:`lasegtut.anatomy`. Undo with :func:`unreslice`.
+    """
+    if axis == 2:
+        return stack
+    if axis not in (0, 1):
+        raise LasegError(f"slice axis must be 0, 1 or 2, not {axis!r}")
+    z = stack.shape[0]
+    arr = np.moveaxis(np.asarray(stack), 0, 1) if axis == 0 else np.asarray(stack).transpose(2, 0, 1)
+    depth = max(z, arr.shape[2])
+    off = (depth - z) // 2
+    out = np.zeros((arr.shape[0], depth, arr.shape[2]), dtype=stack.dtype)
+    out[:, off:off + z] = arr
+    return out
+
+
+def unreslice(stack: np.ndarray, axis: int, depth: int) -> np.ndarray:
+    """Inverse of :func:`reslice`: back to the axial ``(z, x', y')`` layout with ``z = depth``."""
+    if axis == 2:
+        return stack
+    if axis not in (0, 1):
+        raise LasegError(f"slice axis must be 0, 1 or 2, not {axis!r}")
+    off = (stack.shape[1] - depth) // 2
+    core = stack[:, off:off + depth]
+    return np.ascontiguousarray(np.moveaxis(core, 1, 0) if axis == 0 else core.transpose(1, 2, 0))
+
+
 def preprocess_volume(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarray:
     """The full recipe for an ``(x, y, z)`` image: crop, normalise, slice -> float32 ``(z, x', y')``."""
     return axial_slices(normalize(crop(image, border)))

@@ -9,13 +9,15 @@ Profiles (see :data:`PROFILES`):
 - ``ci``: a tiny network on 64 x 64 slices for a few batches: proves the mechanics in a
   minute on any CPU; the Dice it reaches means nothing.
 - ``cpu``: the recipe of the shipped model: a 1.96 M-parameter U-Net with batch norm on the
-  central 160 x 160 voxels of each slice at full resolution (``border=80``: 200 mm, which holds
-  the atrium of every MSD scan with 25 mm or more to spare), given as 2.5D input (each slice
-  with the slices 2 and 4 away on both sides as 5 channels), the seed augmentation plus a
-  random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22 epochs. About 55
-  minutes on a 2-core laptop.
-- ``gpu``: the seed course's network size (64-128-256-512) at the full 256 x 256 crop, the
-  same 2.5D input and augmentation as ``cpu``, mixed
+  central 160 x 160 voxels at full resolution (``border=80``: 200 mm, which holds the atrium of
+  every MSD scan with 25 mm or more to spare), in slices across array axis 0 (one per x, z
+  padded to 160: coronal sections of the MSD heart scans, ``slice_axis=0``), given as 2.5D
+  input (each slice with the slices 2 and 4 away on both sides as 5 channels), the seed
+  augmentation plus a random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22
+  epochs. About 50 minutes on a 2-core laptop.
+- ``gpu``: the seed course's network size (64-128-256-512) at the full 256 x 256 crop of the
+  files' own slices (axis 2, as in the seed course), the same 2.5D input and augmentation as
+  ``cpu``, mixed
   precision, all visible GPUs through Lightning's own strategies (DDP for several).
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
@@ -55,6 +57,8 @@ class Profile:
     ``context``/``context_stride``: 2.5D input, each slice with ``context`` neighbours per side
     ``context_stride`` slices apart as extra channels (0: plain slices).
     ``augment_config``: the augmentation (None: the seed course's pipeline).
+    ``slice_axis``: the array axis of the ``(x, y, z)`` scan the 2D slices cut across (2: the
+    file's own slices; 0: see :func:`lasegtut.preprocess.reslice`).
     """
 
     name: str
@@ -80,6 +84,7 @@ class Profile:
     context_stride: int = 1
     augment_config: AugmentConfig | None = None
     border: int = DEFAULT_BORDER
+    slice_axis: int = 2
 
     @property
     def input_size(self) -> int:
@@ -97,7 +102,8 @@ PROFILES: dict[str, Profile] = {
                   empty_fraction=0.2, log_every_n_steps=2, context=1, context_stride=2),
     "cpu": Profile("cpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=16, epochs=22,
                    lr=1e-3, empty_fraction=0.3, num_workers=1, accelerator="cpu", devices=1,
-                   context=2, context_stride=2, augment_config=AugmentConfig(gamma=(0.7, 1.5))),
+                   context=2, context_stride=2, augment_config=AugmentConfig(gamma=(0.7, 1.5)),
+                   slice_axis=0),
     "gpu": Profile("gpu", widths=(64, 128, 256, 512), size=None, batch_size=32, epochs=60,
                    lr=1e-3, empty_fraction=1.0, num_workers=4, precision="16-mixed",
                    accelerator="gpu", devices="auto", strategy="auto", context=2, context_stride=2,
@@ -122,7 +128,8 @@ class LitSegmenter(pl.LightningModule):
 
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
                  bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128,
-                 context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER) -> None:
+                 context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER,
+                 slice_axis: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(UNetConfig.from_dict(model_config) if model_config else UNetConfig())
@@ -238,6 +245,7 @@ def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int |
         "border": int(border),
         "context": int(module.hparams.get("context", 0)),
         "context_stride": int(module.hparams.get("context_stride", 1)),
+        "slice_axis": int(module.hparams.get("slice_axis", 2)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()},
         "meta": meta or {},
     }
@@ -288,20 +296,21 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     dm = LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
                       num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
                       empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
-                      context_stride=prof.context_stride, augment_config=prof.augment_config)
+                      context_stride=prof.context_stride, augment_config=prof.augment_config,
+                      slice_axis=prof.slice_axis)
     model_config = prof.model_config().to_dict()
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
                           input_size=prof.input_size, context=prof.context,
-                          context_stride=prof.context_stride, border=prof.border)
+                          context_stride=prof.context_stride, border=prof.border, slice_axis=prof.slice_axis)
     if init is not None:
         from .inference import load_model
 
         start, info = load_model(init)
         if (start.config != module.model.config or info["input_size"] != prof.input_size or info["border"] != prof.border
-                or (info["context"], info["context_stride"]) != (prof.context, prof.context_stride)):
+                or (info["context"], info["context_stride"], info["slice_axis"]) != (prof.context, prof.context_stride, prof.slice_axis)):
             raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
-                             f"with {start.config.in_channels} input channels; the {prof.name} profile trains "
-                             f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1}")
+                             f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
+                             f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
         module.model.load_state_dict(start.state_dict())
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",

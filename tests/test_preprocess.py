@@ -103,3 +103,24 @@ def test_stack_context_puts_the_slice_in_the_middle(case):
     np.testing.assert_array_equal(stack[0, 0], slices[6])      # z=10, offset -4
     np.testing.assert_array_equal(stack[3, 4], slices[17])     # z=13, offset +4
     np.testing.assert_array_equal(pp.stack_context(slices)[:, 0], slices)
+
+
+def test_reslice_is_lossless_and_pads_z_to_square_slices(case):
+    """reslice gives one square slice per position along the chosen array axis, z padded with
+    zeros, centred; unreslice undoes it exactly; axis 2 is the stack itself."""
+    slices = pp.preprocess_volume(case.image, border=80)  # (110, 160, 160) for la_020: (z, x, y)
+    z = slices.shape[0]
+    off = (160 - z) // 2
+    across0 = pp.reslice(slices, 0)  # one (z, y) slice per x
+    assert across0.shape == (160, 160, 160)
+    np.testing.assert_array_equal(across0[70, off + 5], slices[5, 70])  # x=70, z=5, all y
+    assert not across0[:, :off].any() and not across0[:, off + z:].any()
+    across1 = pp.reslice(slices, 1)  # one (z, x) slice per y
+    np.testing.assert_array_equal(across1[40, off + 5], slices[5, :, 40])  # y=40, z=5, all x
+    for axis in (0, 1, 2):
+        np.testing.assert_array_equal(pp.unreslice(pp.reslice(slices, axis), axis, z), slices)
+    assert pp.reslice(slices, 2) is slices
+    tall = np.ones((200, 8, 16), dtype=np.float32)  # more slices than the slice is wide: no padding
+    assert pp.reslice(tall, 0).shape == (8, 200, 16)
+    with pytest.raises(LasegError, match="slice axis must be"):
+        pp.reslice(slices, 3)

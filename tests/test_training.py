@@ -117,3 +117,23 @@ def test_input_geometry_travels_with_the_weights(tmp_path):
     assert mask.shape == image.shape and mask[48:-48, 48:-48].all()
     assert mask.sum() == mask[48:-48, 48:-48].size
     assert get_profile("cpu").context == 2  # the shipped recipe is 2.5D
+
+
+def test_slice_axis_trains_and_travels_with_the_weights(tmp_path):
+    """slice_axis=0 trains on one (z, y) slice per x (square, z padded) and the axis travels
+    with the weights, so inference slices a scan the same way."""
+    from lasegtut.dataset import SliceDataset
+    from lasegtut.preprocess import load_cached_case, reslice
+
+    result = train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=1, limit_train_batches=2,
+                   limit_val_batches=1, border=80, size=None, slice_axis=0)
+    _, info = load_model(result.weights)
+    assert info["slice_axis"] == 0 and info["input_size"] == 160
+    ds = SliceDataset(tmp_path / "cache", ["la_020"], context=1, context_stride=2, slice_axis=0)
+    assert len(ds) == 160 and [x for _, x in ds.items] == list(range(160))  # one slice per x
+    x = ds.items[80][1]
+    image, mask, _ = ds[80]
+    assert image.shape == (3, 160, 160) and mask.shape == (1, 160, 160)
+    across0 = reslice(load_cached_case(tmp_path / "cache", "la_020")[1], 0)
+    assert (mask[0].numpy() == across0[x]).all() and across0[x].any()
+    assert get_profile("cpu").slice_axis == 0  # the shipped recipe slices across axis 0
