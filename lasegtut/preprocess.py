@@ -122,6 +122,13 @@ def stack_context(slices: np.ndarray, context: int = 0, stride: int = 1,
     return np.asarray(slices)[np.asarray(idx, dtype=np.int64).reshape(len(idx), 2 * context + 1)]
 
 
+def _is_file_axis(axis: int) -> bool:
+    """True for axis 2 (the cache's own slices, nothing to do), False for 0 or 1; LasegError else."""
+    if axis not in (0, 1, 2):
+        raise LasegError(f"slice axis must be 0, 1 or 2, not {axis!r}")
+    return axis == 2
+
+
 def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
     """Re-slice an axial stack ``(z, x', y')`` into the 2D slices across array ``axis`` of the
     ``(x, y, z)`` volume, the slices a model trained on that axis segments.
@@ -134,10 +141,8 @@ def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
     position fixed (sagittal sections) and axis 0 the front-back position (coronal sections),
     see :mod:`lasegtut.anatomy`. Undo with :func:`unreslice`.
     """
-    if axis == 2:
+    if _is_file_axis(axis):
         return stack
-    if axis not in (0, 1):
-        raise LasegError(f"slice axis must be 0, 1 or 2, not {axis!r}")
     z = stack.shape[0]
     arr = np.moveaxis(np.asarray(stack), 0, 1) if axis == 0 else np.asarray(stack).transpose(2, 0, 1)
     depth = max(z, arr.shape[2])
@@ -149,10 +154,8 @@ def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
 
 def unreslice(stack: np.ndarray, axis: int, depth: int) -> np.ndarray:
     """Inverse of :func:`reslice`: back to the axial ``(z, x', y')`` layout with ``z = depth``."""
-    if axis == 2:
+    if _is_file_axis(axis):
         return stack
-    if axis not in (0, 1):
-        raise LasegError(f"slice axis must be 0, 1 or 2, not {axis!r}")
     off = (stack.shape[1] - depth) // 2
     core = stack[:, off:off + depth]
     return np.ascontiguousarray(np.moveaxis(core, 1, 0) if axis == 0 else core.transpose(1, 2, 0))
