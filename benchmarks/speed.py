@@ -25,7 +25,7 @@ from lasegtut.inference import load_model, predict_file
 from lasegtut.losses import DiceBCELoss
 from lasegtut.model import UNet, UNetConfig
 from lasegtut.preprocess import preprocess_mask, preprocess_volume, write_cache
-from lasegtut.training import PROFILES
+from lasegtut.training import PROFILES, datamodule
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
 
@@ -69,12 +69,7 @@ def bench_train(batches: int, seed_batches: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         write_cache(data, cache, cases=["la_009", "la_014", "la_020"], border=prof.border, progress=False)
-        from lasegtut.dataset import LADataModule
-
-        dm = LADataModule(cache, ["la_009", "la_014", "la_020"], ["la_009"], batch_size=prof.batch_size,
-                          num_workers=prof.num_workers, size=prof.size, empty_fraction=prof.empty_fraction,
-                          augment_config=prof.augment_config, context=prof.context,
-                          context_stride=prof.context_stride, slice_axis=prof.slice_axis)
+        dm = datamodule(prof, cache, ["la_009", "la_014", "la_020"], ["la_009"])
         dm.setup()
         net = UNet(prof.model_config())
         def forever():

@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -45,6 +45,9 @@ from .losses import DiceBCELoss
 from .model import UNet, UNetConfig
 from .preprocess import DEFAULT_BORDER, load_index, write_cache
 from .split import split_cases
+
+if TYPE_CHECKING:
+    from .dataset import LADataModule
 
 WEIGHTS_FORMAT = "lasegtut-unet-v1"
 
@@ -94,6 +97,25 @@ class Profile:
     def model_config(self) -> UNetConfig:
         """The network this profile trains (``2 * context + 1`` input channels)."""
         return UNetConfig(widths=self.widths, norm=self.norm, in_channels=2 * self.context + 1)  # type: ignore[arg-type]
+
+    def geometry(self) -> dict[str, int]:
+        """How a scan is turned into network input: the keys of ``load_model``'s info that a
+        model trained with this profile must match (pixels, voxels, slices, array axis)."""
+        return {"input_size": self.input_size, "border": self.border, "context": self.context,
+                "context_stride": self.context_stride, "slice_axis": self.slice_axis}
+
+
+def datamodule(prof: Profile, cache: str | os.PathLike, train_cases: Sequence[str],
+               val_cases: Sequence[str]) -> "LADataModule":
+    """The :class:`lasegtut.dataset.LADataModule` a profile trains on (one place, so that
+    training and the speed benchmark feed the network the same slices)."""
+    from .dataset import LADataModule
+
+    return LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
+                        num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
+                        empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
+                        context_stride=prof.context_stride, augment_config=prof.augment_config,
+                        slice_axis=prof.slice_axis)
 
 
 PROFILES: dict[str, Profile] = {
@@ -290,24 +312,16 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    from .dataset import LADataModule
-
     pl.seed_everything(prof.seed, workers=True, verbose=False)
-    dm = LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
-                      num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
-                      empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
-                      context_stride=prof.context_stride, augment_config=prof.augment_config,
-                      slice_axis=prof.slice_axis)
+    dm = datamodule(prof, cache, train_cases, val_cases)
     model_config = prof.model_config().to_dict()
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
-                          input_size=prof.input_size, context=prof.context,
-                          context_stride=prof.context_stride, border=prof.border, slice_axis=prof.slice_axis)
+                          **prof.geometry())
     if init is not None:
         from .inference import load_model
 
         start, info = load_model(init)
-        if (start.config != module.model.config or info["input_size"] != prof.input_size or info["border"] != prof.border
-                or (info["context"], info["context_stride"], info["slice_axis"]) != (prof.context, prof.context_stride, prof.slice_axis)):
+        if start.config != module.model.config or {k: info[k] for k in prof.geometry()} != prof.geometry():
             raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
                              f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
                              f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
