@@ -1,6 +1,6 @@
 """Quality of the shipped model on the three bundled validation cases (prints figures).
 
-    python benchmarks/quality.py [--weights W] [--tta]
+    python benchmarks/quality.py [--weights W [W ...]] [--tta] [--device D]
 
 Per case: Dice, IoU, HD95 (mm), ASSD (mm), predicted and true LA volume (mL) and the volume
 error. With ../shared present it also prints the two-annotator agreement on la_005 / la_026,
@@ -15,7 +15,7 @@ import numpy as np
 
 from lasegtut.data import BUNDLED_SAMPLE, load_case
 from lasegtut.evaluation import evaluate_cases
-from lasegtut.inference import load_model
+from lasegtut.inference import load_models
 from lasegtut.metrics import evaluate_masks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
@@ -23,14 +23,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-h
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None)
+    ap.add_argument("--weights", nargs="+", default=None, help="weights file(s); several are averaged")
+    ap.add_argument("--device", default="cpu", help="cpu (default: the figures of record) or cuda / auto")
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (off by default)")
     args = ap.parse_args()
-    model, info = load_model(args.weights)
-    print(f"model: {args.weights or 'shipped'}, input {info['input_size']} px, tta={args.tta}")
+    members = load_models(args.weights)
+    name = " + ".join(args.weights) if args.weights else "shipped"
+    print(f"model: {name}, slices across axes {[i['slice_axis'] for _, i in members]}, tta={args.tta}")
     print(f"{'case':8} {'Dice':>6} {'IoU':>6} {'HD95mm':>7} {'ASSDmm':>7} {'pred mL':>8} {'true mL':>8} {'err %':>6} {'s':>5}")
     rows = []
-    for r in evaluate_cases(BUNDLED_SAMPLE, None, model, info, tta=args.tta):
+    for r in evaluate_cases(BUNDLED_SAMPLE, None, members, None, tta=args.tta, device=args.device):
         vp, vt = r["volume_pred_ml"], r["volume_label_ml"]
         err = 100 * (vp - vt) / vt
         rows.append((r["dice"], r["hd95_mm"], r["assd_mm"], abs(err)))

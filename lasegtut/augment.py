@@ -11,15 +11,25 @@ and tissue a little, as another scanner or another contrast timing would; the se
 no intensity augmentation, and its geometric steps cannot teach that invariance.
 
 imgaug 0.4.0 needs a one-line shim on NumPy 2: see :mod:`lasegtut.imgaug_compat`.
+
+Two implementations of one :class:`AugmentConfig`:
+
+- :class:`Augmenter` (imgaug, one slice at a time on the CPU): what notebook 04 teaches and what
+  the ``ci`` and ``cpu`` training profiles use inside the DataLoader workers;
+- :func:`augment_batch` (PyTorch, a whole batch at once on the batch's device): the same random
+  zoom, rotation, elastic warp and gamma, for the ``gpu`` profile, where a few CPU cores running
+  imgaug could not keep a GPU busy (a Colab GPU comes with 2 vCPUs). imgaug is not needed there.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .imgaug_compat import iaa
-from imgaug.augmentables.segmaps import SegmentationMapsOnImage
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,10 @@ class AugmentConfig:
                    elastic_sigma=(base.elastic_sigma[0] * f, base.elastic_sigma[1] * f), **changes)
 
 
-def build_pipeline(config: AugmentConfig | None = None) -> iaa.Sequential:
-    """The imgaug pipeline for ``config`` (default: the seed course's)."""
+def build_pipeline(config: AugmentConfig | None = None):
+    """The imgaug pipeline (an ``iaa.Sequential``) for ``config`` (default: the seed course's)."""
+    from .imgaug_compat import iaa
+
     c = config or AugmentConfig()
     steps = [iaa.Affine(scale=c.scale, rotate=c.rotate)]
     if c.elastic:
@@ -75,6 +87,8 @@ class Augmenter:
     def __call__(self, image: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if image.shape[-2:] != mask.shape or image.ndim not in (2, 3) or mask.ndim != 2:
             raise ValueError(f"image {image.shape} must be (H, W) or (C, H, W) and mask {mask.shape} (H, W) of the same size")
+        from imgaug.augmentables.segmaps import SegmentationMapsOnImage
+
         self.pipeline.seed_(int(seed))
         hwc = image if image.ndim == 2 else np.moveaxis(image, 0, -1)  # imgaug wants (H, W, C)
         seg = SegmentationMapsOnImage(mask.astype(np.int32), shape=hwc.shape)
@@ -93,3 +107,74 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, seed: int = 0,
                  config: AugmentConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (image, mask) slice pair; see :class:`Augmenter`."""
     return Augmenter(config)(image, mask, seed)
+
+
+def _smooth_noise(shape: tuple[int, int, int], sigma: "torch.Tensor", device, generator=None) -> "torch.Tensor":
+    """Uniform noise in [-1, 1] of ``shape`` (n, H, W), each of the n fields smoothed with a
+    Gaussian of its own ``sigma`` (pixels, shape (n,)), zero outside the image (as
+    ``scipy.ndimage.gaussian_filter(mode="constant")``, which imgaug uses)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, h, w = shape
+    noise = torch.rand(shape, device=device, generator=generator) * 2 - 1
+    radius = int(torch.ceil(3 * sigma.max()).item()) if n else 0
+    if radius == 0:
+        return noise
+    t = torch.arange(-radius, radius + 1, device=device, dtype=noise.dtype)
+    k = torch.exp(-0.5 * (t[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
+    k = k / k.sum(1, keepdim=True)  # (n, K)
+    x = noise[None]  # (1, n, H, W): one group per field
+    x = F.conv2d(x, k[:, None, None, :], padding=(0, radius), groups=n)
+    x = F.conv2d(x, k[:, None, :, None], padding=(radius, 0), groups=n)
+    return x[0]
+
+
+def augment_batch(image: "torch.Tensor", mask: "torch.Tensor", config: AugmentConfig | None = None,
+                  generator: "torch.Generator | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Augment a batch on its own device (CPU or GPU) with the random steps of ``config``.
+
+    Per sample, as :class:`Augmenter` does with imgaug: a zoom by ``scale`` and a rotation by
+    ``rotate`` degrees about the slice centre, then an elastic warp (uniform noise in [-1, 1]
+    smoothed by a Gaussian of ``elastic_sigma`` pixels, times ``elastic_alpha`` pixels: imgaug's
+    definition), then the optional gamma. One warp moves all channels of a sample (a 2.5D stack)
+    and its mask together; pixels warped in from outside the slice are 0.
+
+    Args:
+        image: float ``(B, C, H, W)`` in [0, 1].
+        mask: ``(B, 1, H, W)`` in {0, 1} (any dtype); warped bilinearly and thresholded at 0.5.
+        generator: a ``torch.Generator`` on the batch's device (None: torch's global one).
+
+    Returns:
+        ``(image float32 (B, C, H, W), mask uint8 (B, 1, H, W))``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    c = config or AugmentConfig()
+    b, _, h, w = image.shape
+    dev = image.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(b, device=dev, generator=generator) * (hi - lo) + lo
+
+    scale = uniform(*c.scale)
+    theta = torch.deg2rad(uniform(*c.rotate))
+    # output pixel p (relative to the centre, in pixels) samples the input at R(theta) p / scale
+    ys = torch.arange(h, device=dev, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, device=dev, dtype=torch.float32) - (w - 1) / 2
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    gx, gy = gx.expand(b, h, w), gy.expand(b, h, w)
+    if c.elastic:
+        alpha, sigma = uniform(*c.elastic_alpha), uniform(*c.elastic_sigma)
+        d = _smooth_noise((2 * b, h, w), sigma.repeat(2), dev, generator) * alpha.repeat(2)[:, None, None]
+        gx, gy = gx + d[:b], gy + d[b:]
+    cos, sin = (torch.cos(theta) / scale)[:, None, None], (torch.sin(theta) / scale)[:, None, None]
+    sx, sy = cos * gx - sin * gy, sin * gx + cos * gy
+    grid = torch.stack([2 * sx / w, 2 * sy / h], dim=-1)  # normalised, align_corners=False
+    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = F.grid_sample(mask.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if c.gamma is not None:
+        g = uniform(*c.gamma)[:, None, None, None]
+        out = out.clamp(0.0, 1.0) ** g
+    return out, (warped >= 0.5).to(torch.uint8)

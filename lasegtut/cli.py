@@ -35,12 +35,23 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import write_pack
+
+    summary = write_pack(args.data, args.out, bits=args.bits, force=args.force, progress=not args.quiet)
+    print(summary.describe())
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     overrides = {"lr": args.lr} if args.lr is not None else {}
+    if args.slice_axis is not None:
+        overrides["slice_axis"] = args.slice_axis
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
-                   resume=not args.no_resume, init=args.init, **overrides)
+                   resume=not args.no_resume, init=args.init, pack=args.pack,
+                   max_minutes=args.max_minutes, progress=not args.quiet, **overrides)
     print(result.describe())
     return 0
 
@@ -49,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
     report = predict_file(args.input, args.output, weights=args.weights, force=args.force,
-                          tta=args.tta, largest_component=not args.no_lcc)
+                          tta=args.tta, largest_component=not args.no_lcc, device=args.device)
     print(f"wrote {report['output']}")
     print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
           f"{report['seconds']:.1f} s)")
@@ -105,7 +116,7 @@ def cmd_volume(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(case_id=args.case, out=args.out, weights=args.weights)
+    run_demo(case_id=args.case, out=args.out, weights=args.weights, device=args.device)
     return 0
 
 
@@ -146,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="image dtype in the cache")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sp = add("pack", cmd_pack, "preprocess the training cases into one small file to train on elsewhere (a GPU)")
+    sp.add_argument("--data", help=data_help)
+    sp.add_argument("--out", default="la_pack.npz.xz", help="pack file to write (default: ./la_pack.npz.xz)")
+    sp.add_argument("--bits", type=int, default=7, help="grey levels of the stored images, as bits (default: 7)")
+    sp.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sp = add("train", cmd_train, "train the U-Net (profiles: ci, cpu, gpu)")
     sp.add_argument("--data", help=data_help)
     sp.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"], help="training recipe (default: cpu)")
@@ -154,11 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a last checkpoint")
     sp.add_argument("--init", help="start from these weights (e.g. the shipped model) to fine-tune")
     sp.add_argument("--lr", type=float, help="override the profile's learning rate")
+    sp.add_argument("--slice-axis", type=int, choices=[0, 1, 2], help="override the profile's slicing axis")
+    sp.add_argument("--pack", help="train on the cases of this pack (from `lasegtut pack`) instead of --data's")
+    sp.add_argument("--max-minutes", type=float, help="shorten the run to fit this many minutes of training")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = add("predict", cmd_predict, "segment the left atrium in a NIfTI scan and print its volume")
     sp.add_argument("input", help="input scan (.nii or .nii.gz), any orientation")
     sp.add_argument("output", help="output mask (.nii.gz), uint8, same grid as the input")
-    sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
+    sp.add_argument("--weights", nargs="+", help="weights file(s) (default: the shipped model); several "
+                    "are averaged, e.g. models trained on slices across different axes")
+    sp.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu or cuda")
     sp.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     sp.add_argument("--tta", action="store_true",
                     help="also predict mirrored slices and average (only helps models trained with flips)")
@@ -180,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--case", default="la_014", help="bundled case id (default: la_014)")
     sp.add_argument("--out", default="outputs/demo", help="output folder (default: ./outputs/demo)")
     sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
+    sp.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu or cuda")
 
     sp = add("assignments", cmd_assignments, "build student versions of the notebooks")
     sp_sub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)

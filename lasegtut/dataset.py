@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import AugmentConfig, Augmenter
+from .augment import AugmentConfig, Augmenter, augment_batch
 from .errors import LasegError
 from .preprocess import context_indices, load_index, load_cached_case, reslice
 
@@ -97,6 +97,52 @@ class SliceDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))[None], ci
 
 
+class DeviceSlices:
+    """The slices of a :class:`SliceDataset` held as tensors on one device, batches gathered there.
+
+    A GPU trains a small U-Net on thousands of slices a second; DataLoader workers that copy
+    each slice and its 2.5D neighbours through the CPU would keep it waiting. The slices of the
+    15 training scans take about 120 MB as float16, so they all go to the GPU once, and a batch
+    is an index lookup there (:meth:`batch`). The same slices, neighbours and resizing as the
+    dataset's own ``__getitem__``; augmentation is :func:`lasegtut.augment.augment_batch`.
+    """
+
+    def __init__(self, dataset: SliceDataset) -> None:
+        offsets, n = [], 0
+        for image_stack, _ in dataset._arrays:
+            offsets.append(n)
+            n += len(image_stack)
+        self.images = torch.from_numpy(np.concatenate([np.asarray(a, dtype=np.float16) for a, _ in dataset._arrays]))
+        self.masks = torch.from_numpy(np.concatenate([np.asarray(m, dtype=np.uint8) for _, m in dataset._arrays]))
+        self.table = torch.tensor([[offsets[ci] + k for k in context_indices(z, len(dataset._arrays[ci][0]),
+                                                                             dataset.context, dataset.context_stride)]
+                                   for ci, z in dataset.items], dtype=torch.long).reshape(len(dataset.items), -1)
+        self.centre = torch.tensor([offsets[ci] + z for ci, z in dataset.items], dtype=torch.long)
+        self.case = torch.tensor([ci for ci, _ in dataset.items], dtype=torch.long)
+        self.size = dataset.size
+
+    def __len__(self) -> int:
+        return len(self.centre)
+
+    def to(self, device: torch.device | str) -> "DeviceSlices":
+        """Move the tensors to ``device`` (once; later calls with the same device do nothing)."""
+        if self.images.device != torch.device(device):
+            for name in ("images", "masks", "table", "centre", "case"):
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Items ``idx`` -> ``(image float32 (B, C, H, W), mask uint8 (B, 1, H, W), case (B,))``."""
+        self.to(idx.device)
+        image = self.images[self.table[idx]].float()
+        mask = self.masks[self.centre[idx]][:, None]
+        if self.size and image.shape[-2:] != (self.size, self.size):
+            image = F.interpolate(image, size=(self.size, self.size), mode="area")
+            mask = (F.interpolate(mask.float(), size=(self.size, self.size), mode="bilinear",
+                                  align_corners=False) >= 0.5).to(torch.uint8)
+        return image, mask, self.case[idx]
+
+
 class LADataModule(pl.LightningDataModule):
     """Training and validation slices for Lightning.
 
@@ -110,14 +156,18 @@ class LADataModule(pl.LightningDataModule):
         empty_fraction: fraction of atrium-free training slices kept (validation keeps all).
         context, context_stride: 2.5D input channels (see :class:`SliceDataset`).
         slice_axis: the array axis the slices cut across (see :class:`SliceDataset`).
+        on_device: keep the training slices on the training device and gather and augment
+            each batch there (:class:`DeviceSlices`, :func:`lasegtut.augment.augment_batch`)
+            instead of in DataLoader workers with imgaug: the ``gpu`` profile.
     """
 
     def __init__(self, cache: str | os.PathLike, train_cases: Sequence[str], val_cases: Sequence[str], *,
                  batch_size: int = 16, num_workers: int = 0, size: int | None = None,
                  augment: bool = True, augment_config: AugmentConfig | None = None,
                  empty_fraction: float = 1.0, seed: int = 0, context: int = 0,
-                 context_stride: int = 1, slice_axis: int = 2) -> None:
+                 context_stride: int = 1, slice_axis: int = 2, on_device: bool = False) -> None:
         super().__init__()
+        self.on_device = on_device
         self.context, self.context_stride, self.slice_axis = context, context_stride, slice_axis
         self.cache, self.train_cases, self.val_cases = Path(cache), list(train_cases), list(val_cases)
         self.batch_size, self.num_workers, self.size = batch_size, num_workers, size
@@ -125,7 +175,7 @@ class LADataModule(pl.LightningDataModule):
         self.empty_fraction, self.seed = empty_fraction, seed
 
     def setup(self, stage: str | None = None) -> None:
-        aug = Augmenter(self.augment_config) if self.augment else None
+        aug = Augmenter(self.augment_config) if self.augment and not self.on_device else None
         self.train_set = SliceDataset(self.cache, self.train_cases, size=self.size, augment=aug,
                                       empty_fraction=self.empty_fraction, seed=self.seed,
                                       context=self.context, context_stride=self.context_stride, slice_axis=self.slice_axis)
@@ -138,7 +188,21 @@ class LADataModule(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
+        if self.on_device:  # batches of item indices; on_after_batch_transfer turns them into slices
+            self.device_slices = DeviceSlices(self.train_set)
+            # whole batches only: a short last batch would cost cuDNN a new kernel search every epoch
+            return DataLoader(range(len(self.device_slices)), batch_size=self.batch_size, shuffle=True,
+                              drop_last=len(self.device_slices) > self.batch_size,
+                              generator=torch.Generator().manual_seed(self.seed))
         return self._loader(self.train_set, shuffle=True)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.on_device and isinstance(batch, torch.Tensor) and batch.ndim == 1:
+            image, mask, case = self.device_slices.batch(batch)
+            if self.augment:
+                image, mask = augment_batch(image, mask, self.augment_config)
+            return image, mask, case
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -43,19 +43,26 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
 
 
 def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
-             weights: str | os.PathLike | None = None, data: str | os.PathLike | None = None) -> dict:
+             weights: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+             device: str = "auto") -> dict:
     """Segment ``case_id`` of the bundled sample (or ``data``) and print the comparison.
+
+    ``device``: where the network runs (see :func:`lasegtut.inference.resolve_device`).
 
     Returns the figures as a dict (``dice``, ``hd95_mm``, ``volume_pred_ml``, ...).
     """
+    import gzip
+
     import nibabel as nib
 
     from .data import BUNDLED_SAMPLE
     from .evaluation import evaluate_cases
-    from .inference import load_model
+    from .inference import load_model, resolve_device
 
-    model, info = load_model(weights)
-    m = evaluate_cases(data or BUNDLED_SAMPLE, [case_id], model, info, keep_masks=True, keep_images=True)[0]
+    dev = resolve_device(device)
+    model, info = load_model(weights, device=dev)
+    m = evaluate_cases(data or BUNDLED_SAMPLE, [case_id], model, info, keep_masks=True, keep_images=True,
+                       device=dev)[0]
     pred, seconds = m["pred"], m["seconds"]
     out = Path(out)
     try:
@@ -63,7 +70,11 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
     except OSError as e:
         raise LasegError(f"cannot create output folder {out} ({e.strerror})") from None
     mask_path = out / f"{case_id}_pred.nii.gz"
-    nib.save(nib.Nifti1Image(pred.astype(np.uint8), m["affine"]), str(mask_path))
+    from .preprocess import atomic_write
+
+    # written under a temporary name, then renamed: never a truncated mask under the final name
+    mask_img = nib.Nifti1Image(pred.astype(np.uint8), m["affine"])
+    atomic_write(mask_path, lambda f: f.write(gzip.compress(mask_img.to_bytes(), compresslevel=6)))
     png = save_overlay_png(m["image"], m["label"], pred, out / f"{case_id}_overlay.png", m["spacing"],
                            title=f"{case_id}: Dice {m['dice']:.3f}")
     err = 100 * (m["volume_pred_ml"] - m["volume_label_ml"]) / m["volume_label_ml"]

@@ -31,18 +31,21 @@ COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 
 
 def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] | None = None,
                    model=None, info: dict | None = None, *, keep_masks: bool = False,
-                   keep_images: bool = False, tta: bool = False, progress: bool = False) -> list[dict]:
+                   keep_images: bool = False, tta: bool = False, progress: bool = False,
+                   device: str = "auto") -> list[dict]:
     """Segment and score labelled cases, one row per case.
 
     Args:
         root: MSD task folder (None: ``$LASEG_DATA_DIR`` or the bundled sample).
         cases: case ids (default: the three bundled validation cases la_009, la_014, la_020).
-        model, info: from :func:`lasegtut.inference.load_model` (default: the shipped model).
+        model, info: from :func:`lasegtut.inference.load_model` (default: the shipped model), or
+            ``model`` a list of such pairs to average (:func:`lasegtut.inference.load_models`).
         keep_masks: also return ``"pred"`` and ``"label"`` (uint8 ``(x, y, z)``),
             ``"spacing"`` (mm) and ``"affine"`` (4 x 4, RAS) in each row, for figures and files.
         keep_images: also return ``"image"`` (float32 ``(x, y, z)``, raw intensities).
         tta: flip test-time augmentation (off by default, as in ``lasegtut predict``).
         progress: show a tqdm progress bar over the cases.
+        device: where the network runs (``"auto"``: a CUDA GPU if there is one, else the CPU).
 
     Returns:
         A list of dicts with :data:`ROW_KEYS` (python floats; distances are ``inf`` when one
@@ -56,8 +59,8 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
 
     root = resolve_data_dir(root)
     cases = list(VALIDATION_CASES if cases is None else cases)
-    if model is None or info is None:
-        model, info = load_model()
+    if model is None:
+        model, info = load_model(device=device)
     iterator: Iterable[str] = cases
     if progress:
         from tqdm.auto import tqdm
@@ -67,7 +70,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
     for case_id in iterator:
         case = load_case(root, case_id)
         t0 = time.perf_counter()
-        pred = predict_volume(case.image, model, info, tta=tta)
+        pred = predict_volume(case.image, model, info, tta=tta, device=device)
         seconds = time.perf_counter() - t0
         row: dict = {"case": case_id, **evaluate_masks(pred, case.label, case.spacing),
                      "volume_pred_ml": volume_ml(pred, case.spacing),

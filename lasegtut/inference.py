@@ -8,8 +8,9 @@ The steps mirror training, so the network sees what it was trained on:
 3. stack each slice with the neighbours the model was trained with (2.5D input, see
    :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
    mirrored slices, averaging the probabilities: flip test-time augmentation, off by default),
-4. resize the probabilities back to the crop, back to the axial layout, threshold at 0.5, paste
-   into the full grid,
+4. resize the probabilities back to the crop and put them back in the scan's layout (with
+   several models, e.g. one per slicing direction, their probabilities are averaged here),
+   threshold at 0.5, paste into the full grid,
 5. optionally keep only the largest 3D connected component (the atrium is one object),
 6. reorient back to the input's own orientation and save as uint8 with the input's affine.
 """
@@ -19,6 +20,7 @@ import copy
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -31,6 +33,37 @@ from .preprocess import DEFAULT_BORDER, preprocess_volume, stack_context, reslic
 
 #: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
+#: A model as :func:`load_model` returns it, or several of them to average.
+Members = Sequence[tuple[UNet, dict]]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): the CUDA GPU when torch sees one, else the CPU; otherwise the
+    device named (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked to exist."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise LasegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LasegError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise LasegError(f"device {device!r} is not supported; use auto, cpu or cuda")
+    return dev
+
+
+def load_models(weights: Sequence[str | os.PathLike] | None = None,
+                device: str | torch.device = "cpu") -> list[tuple[UNet, dict]]:
+    """:func:`load_model` for each file of ``weights`` (None or empty: the shipped model), e.g.
+    the same recipe trained on slices across each of the three axes (``benchmarks/gpu_train.py``).
+    :func:`predict_volume` averages their probabilities, so they must share the in-plane crop."""
+    members = [load_model(w, device=device) for w in (weights or [None])]
+    borders = {info["border"] for _, info in members}
+    if len(borders) > 1:
+        raise LasegError(f"the models crop the scans differently (borders {sorted(borders)} voxels); "
+                         "only models trained on the same crop can be averaged")
+    return members
 
 
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
@@ -76,7 +109,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         model.load_state_dict(state)
     except RuntimeError:
         raise LasegError(f"{path}: the weights do not match the network they describe") from None
-    return model.eval().to(device), info
+    return model.eval().to(resolve_device(device)), info
 
 
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -102,7 +135,7 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
 @torch.inference_mode()
 def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_size: int = 16,
                    tta: bool = False, context: int = 0, context_stride: int = 1,
-                   device: str | torch.device = "cpu") -> np.ndarray:
+                   device: str | torch.device = "auto") -> np.ndarray:
     """Probabilities of "left atrium" for a stack of preprocessed slices.
 
     Args:
@@ -116,13 +149,16 @@ def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_si
             model trained with flip augmentation.
         context, context_stride: the model's 2.5D input (``info`` of :func:`load_model`): each
             slice is stacked with its neighbours exactly as in training.
+        device: where the network runs (:func:`resolve_device`; ``"auto"``: a CUDA GPU if
+            there is one); the model may live anywhere, a copy of it is moved there.
 
     Returns:
         float32 ``(z, H, W)`` probabilities in [0, 1].
     """
     z, h, w = slices.shape
     out = np.empty((z, h, w), dtype=np.float32)
-    model = inference_copy(model)
+    device = resolve_device(device)
+    model = inference_copy(model).to(device)
     for start in range(0, z, batch_size):
         stop = min(start + batch_size, z)
         stack = stack_context(slices, context, context_stride, start, stop)  # (n, C, H, W)
@@ -152,24 +188,37 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(np.uint8)
 
 
-def predict_volume(image: np.ndarray, model: UNet | None = None, info: dict | None = None, *,
+def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info: dict | None = None, *,
                    tta: bool = False, largest_cc: bool = True, batch_size: int = 16,
-                   device: str | torch.device = "cpu") -> np.ndarray:
+                   device: str | torch.device = "auto") -> np.ndarray:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
 
-    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model).
+    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model); or
+    ``model`` is a list of ``(model, info)`` pairs (:func:`load_models`) whose probabilities
+    are averaged, e.g. models that slice the scan across different axes.
     """
-    if model is None or info is None:
-        model, info = load_model(device=device)
+    if model is None:
+        members = [load_model(device=device)]
+    elif isinstance(model, (list, tuple)):
+        members = list(model)
+    elif info is None:
+        raise LasegError("predict_volume needs the info that load_model returns with the model")
+    else:
+        members = [(model, info)]
     if image.ndim != 3:
         raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
-    border = info["border"]
-    axis = info.get("slice_axis", 2)
-    slices = reslice(preprocess_volume(image, border), axis)  # axis 2: (z, x', y')
-    prob = predict_slices(slices, model, info["input_size"], batch_size=batch_size, tta=tta,
-                          context=info.get("context", 0), context_stride=info.get("context_stride", 1),
-                          device=device)
-    prob = unreslice(prob, axis, image.shape[2])  # (z, x', y')
+    border = members[0][1]["border"]
+    stack = preprocess_volume(image, border)  # (z, x', y')
+    prob = np.zeros(stack.shape, dtype=np.float32)
+    for net, inf in members:
+        if inf["border"] != border:
+            raise LasegError("only models trained on the same crop can be averaged")
+        axis = inf.get("slice_axis", 2)
+        p = predict_slices(reslice(stack, axis), net, inf["input_size"], batch_size=batch_size, tta=tta,
+                           context=inf.get("context", 0), context_stride=inf.get("context_stride", 1),
+                           device=device)
+        prob += unreslice(p, axis, image.shape[2])
+    prob /= len(members)
     mask = np.moveaxis((prob >= 0.5).astype(np.uint8), 0, 2)  # the crop, (x', y', z)
     if largest_cc:  # on the crop: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
@@ -194,10 +243,14 @@ def _check_output(output: Path, force: bool) -> None:
         raise LasegError(f"output folder {output.parent} does not exist")
 
 
-def predict_file(input: str | os.PathLike, output: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
+                 weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  force: bool = False, tta: bool = False, largest_component: bool = True,
-                 device: str | torch.device = "cpu") -> dict:
+                 device: str | torch.device = "auto") -> dict:
     """Segment the scan ``input`` and write the mask to ``output`` (same shape and affine).
+
+    ``weights``: one weights file, or several whose probabilities are averaged (default: the
+    shipped model). ``device``: see :func:`resolve_device`.
 
     Nothing is written when anything fails; an existing ``output`` is only replaced with
     ``force=True``, and then atomically (written to a temporary file, then renamed).
@@ -212,10 +265,12 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *, weights
     t0 = time.perf_counter()
     output = Path(output)
     _check_output(output, force)
+    device = resolve_device(device)
     original = load_nifti(input)
     image, spacing, _ = load_image(input)
-    model, info = load_model(weights, device=device)
-    mask_ras = predict_volume(image, model, info, tta=tta, largest_cc=largest_component, device=device)
+    paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
+    members = load_models(paths, device=device)
+    mask_ras = predict_volume(image, members, tta=tta, largest_cc=largest_component, device=device)
     mask = _to_original_orientation(mask_ras, original)
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
@@ -228,5 +283,6 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *, weights
         "output": str(output), "volume_ml": volume_ml(mask, spacing), "voxels": int(mask.sum()),
         "spacing_mm": [round(s, 4) for s in spacing], "shape": list(mask.shape),
         "seconds": round(time.perf_counter() - t0, 3),
-        "weights": str(weights) if weights else "shipped:" + SHIPPED_WEIGHTS.name,
+        "weights": [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name],
+        "device": str(device),
     }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,10 +240,7 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
         img = preprocess_volume(case.image, border).astype(dtype)
         msk = preprocess_mask(case.label, border)
         for name, arr in ((f"{cid}.image.npy", img), (f"{cid}.mask.npy", msk)):
-            tmp = out / (name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, out / name)
+            save_npy_atomic(out / name, arr)
         index["cases"][cid] = {
             "key": key, "image_file": f"{cid}.image.npy", "mask_file": f"{cid}.mask.npy",
             "shape_zxy": list(img.shape), "spacing_mm": list(case.spacing),
@@ -251,16 +249,34 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
             "la_slices": [int(i) for i in np.flatnonzero(msk.reshape(len(msk), -1).any(1))],
         }
         done.append(cid)
-        tmp = index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1))
-        os.replace(tmp, index_path)
+        write_json_atomic(index_path, index)
     index["data_root"] = str(root)
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
+    write_json_atomic(index_path, index)
     nbytes = sum((out / index["cases"][c][k]).stat().st_size for c in done for k in ("image_file", "mask_file"))
     slices = sum(index["cases"][c]["shape_zxy"][0] for c in done)
     return CacheSummary(out, done, slices, nbytes, time.perf_counter() - t0, skipped)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary file of a unique name in the same folder, then rename:
+    readers never see a half-written file, and two processes writing at once never share a
+    temporary (the last complete write wins). The temporary is removed on any failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def load_index(cache: str | os.PathLike) -> dict:

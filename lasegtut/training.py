@@ -15,10 +15,14 @@ Profiles (see :data:`PROFILES`):
   input (each slice with the slices 2 and 4 away on both sides as 5 channels), the seed
   augmentation plus a random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22
   epochs. About 50 minutes on a 2-core laptop.
-- ``gpu``: the seed course's network size (64-128-256-512) at the full 256 x 256 crop of the
-  files' own slices (axis 2, as in the seed course), the same 2.5D input and augmentation as
-  ``cpu``, mixed
-  precision, all visible GPUs through Lightning's own strategies (DDP for several).
+- ``gpu``: the ``cpu`` recipe's network and input geometry (so the shipped model runs in the same
+  time on a laptop), trained as a GPU allows: 400 epochs instead of 22, batches of 64 (lr 2e-3), bf16
+  mixed precision (fp16 where the GPU has no bf16) and channels-last, the training slices kept on
+  the GPU and augmented there (:class:`lasegtut.dataset.DeviceSlices`,
+  :func:`lasegtut.augment.augment_batch`), validation every 10 epochs only to watch, and the
+  *last* epoch's weights exported (no epoch chosen by looking at the validation cases, as
+  nnU-Net does). ``train(max_minutes=...)`` shortens the run to a time budget. Several GPUs
+  are used through Lightning's own strategies (``devices="auto"``: DDP for several).
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
@@ -62,6 +66,10 @@ class Profile:
     ``augment_config``: the augmentation (None: the seed course's pipeline).
     ``slice_axis``: the array axis of the ``(x, y, z)`` scan the 2D slices cut across (2: the
     file's own slices; 0: see :func:`lasegtut.preprocess.reslice`).
+    ``on_device``: gather and augment training batches on the training device (the GPU path of
+    :class:`lasegtut.dataset.LADataModule`); ``channels_last``: that memory layout for the network.
+    ``select``: which weights are exported, ``"best"`` (highest validation Dice) or ``"last"``.
+    ``val_every``: validate every this many epochs.
     """
 
     name: str
@@ -88,6 +96,10 @@ class Profile:
     augment_config: AugmentConfig | None = None
     border: int = DEFAULT_BORDER
     slice_axis: int = 2
+    on_device: bool = False
+    channels_last: bool = False
+    select: str = "best"
+    val_every: int = 1
 
     @property
     def input_size(self) -> int:
@@ -115,7 +127,7 @@ def datamodule(prof: Profile, cache: str | os.PathLike, train_cases: Sequence[st
                         num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
                         empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
                         context_stride=prof.context_stride, augment_config=prof.augment_config,
-                        slice_axis=prof.slice_axis)
+                        slice_axis=prof.slice_axis, on_device=prof.on_device)
 
 
 PROFILES: dict[str, Profile] = {
@@ -126,10 +138,11 @@ PROFILES: dict[str, Profile] = {
                    lr=1e-3, empty_fraction=0.3, num_workers=1, accelerator="cpu", devices=1,
                    context=2, context_stride=2, augment_config=AugmentConfig(gamma=(0.7, 1.5)),
                    slice_axis=0),
-    "gpu": Profile("gpu", widths=(64, 128, 256, 512), size=None, batch_size=32, epochs=60,
-                   lr=1e-3, empty_fraction=1.0, num_workers=4, precision="16-mixed",
+    "gpu": Profile("gpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=64, epochs=400,
+                   lr=2e-3, empty_fraction=0.3, num_workers=0, precision="bf16-mixed",
                    accelerator="gpu", devices="auto", strategy="auto", context=2, context_stride=2,
-                   augment_config=AugmentConfig(gamma=(0.7, 1.5))),
+                   augment_config=AugmentConfig(gamma=(0.7, 1.5)), slice_axis=0, on_device=True,
+                   channels_last=True, select="last", val_every=10, log_every_n_steps=20),
 }
 
 
@@ -252,14 +265,21 @@ def choose_split(cache: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int | None,
-                   border: int | None = None, meta: dict | None = None) -> Path:
+                   border: int | None = None, meta: dict | None = None, dtype: str = "float32") -> Path:
     """Save the model as a plain dict of tensors and numbers (``torch.load(weights_only=True)``).
 
     ``border``: the in-plane crop (voxels per side) the model was trained on; default: the one
-    in the module's hyper-parameters.
+    in the module's hyper-parameters. ``dtype="float16"`` stores the floating-point tensors at
+    half the size (they are turned back into float32 when loaded).
     """
     path = Path(path)
     border = module.hparams.get("border", DEFAULT_BORDER) if border is None else border
+    half = {"float32": False, "float16": True}.get(dtype)
+    if half is None:
+        raise LasegError(f"weights dtype must be float32 or float16, not {dtype}")
+    state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": WEIGHTS_FORMAT,
         "config": module.model.config.to_dict(),
@@ -268,19 +288,79 @@ def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int |
         "context": int(module.hparams.get("context", 0)),
         "context_stride": int(module.hparams.get("context_stride", 1)),
         "slice_axis": int(module.hparams.get("slice_axis", 2)),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()},
+        "state_dict": state,
         "meta": meta or {},
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    from .preprocess import atomic_write
+
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one; Colab: 2)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """The profile's precision, or ``"16-mixed"`` for ``"bf16-mixed"`` on a GPU without native
+    bfloat16 (e.g. Colab's T4), where bf16 would be emulated and slow."""
+    if precision == "bf16-mixed" and accelerator == "gpu" and torch.cuda.is_available():
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no emulation to rule out
+            native = torch.cuda.is_bf16_supported()
+        return precision if native else "16-mixed"
+    return precision
+
+
+class TimeBudget(pl.Callback):
+    """Fit a run into ``minutes`` of training.
+
+    From epoch ``plan_after`` on, at the end of every epoch, the time an epoch takes once warmed
+    up (the mean over the epochs after the first ``warmup``, which pay for start-up and cuDNN's
+    kernel search; validation epochs included) gives the number of epochs that still fit, and
+    the run (and its cosine schedule) is shortened to it. It only ever shortens a run, so the
+    learning rate still ends near 0 at the last epoch. (Planning only once, after a few epochs,
+    overran a 4.5-minute budget by a third on a GPU shared by three runs: later epochs were
+    slower than the first ones, and validation epochs cost more.)
+    """
+
+    def __init__(self, minutes: float, plan_after: int = 5, warmup: int = 2) -> None:
+        if not minutes > 0:
+            raise LasegError(f"the time budget must be a positive number of minutes, not {minutes}")
+        self.seconds, self.plan_after, self.warmup = 60 * minutes, plan_after, warmup
+        self.t0 = self.t_warm = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # runs before the epoch's validation: measuring from one epoch end to the next counts it
+        done = trainer.current_epoch + 1
+        now = time.perf_counter()
+        if done == self.warmup:
+            self.t_warm = now
+        if done < self.plan_after:
+            return
+        per_epoch = (now - self.t_warm) / (done - self.warmup)
+        fits = max(done + int(max(self.seconds - (now - self.t0), 0) / per_epoch), done + 1)
+        if fits < trainer.fit_loop.max_epochs:
+            trainer.fit_loop.max_epochs = fits
+            for cfg in trainer.lr_scheduler_configs:
+                if hasattr(cfg.scheduler, "T_max"):
+                    cfg.scheduler.T_max = fits
+            module.hparams.epochs = fits
 
 
 def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
           out: str | os.PathLike = "runs", *, max_epochs: int | None = None, resume: bool = True,
           cache: str | os.PathLike | None = None, progress: bool = True,
-          init: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+          init: str | os.PathLike | None = None, pack: str | os.PathLike | None = None,
+          max_minutes: float | None = None, **overrides: Any) -> TrainResult:
     """Train a U-Net and export ``out/model.pt``.
 
     Args:
@@ -292,28 +372,41 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         cache: preprocessing cache folder (default ``out/cache``).
         init: start from these weights (``model.pt`` or a checkpoint) instead of random ones,
             e.g. to fine-tune the shipped model; the network must have the profile's shape.
+        pack: a training pack (:mod:`lasegtut.pack`) whose cases are added to the cache; with
+            ``data=None`` the bundled sample then provides the validation cases.
+        max_minutes: a time budget for the fit: the run is shortened to fit it (:class:`TimeBudget`).
         overrides: any other :class:`Profile` field, e.g. ``limit_train_batches=5``.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     if max_epochs is not None:
         overrides["epochs"] = max_epochs
     prof = replace(prof, **overrides) if overrides else prof
+    if not (isinstance(prof.epochs, int) and prof.epochs >= 1):
+        raise LasegError(f"the number of epochs must be a whole number >= 1, not {prof.epochs}")
+    if not (isinstance(prof.lr, (int, float)) and np.isfinite(prof.lr) and prof.lr >= 0):
+        raise LasegError(f"the learning rate must be a number >= 0, not {prof.lr}")
     if prof.accelerator == "gpu" and not torch.cuda.is_available():
-        raise LasegError("the gpu profile needs a CUDA GPU; use --profile cpu on this machine")
+        raise LasegError(f"the {prof.name} profile needs a CUDA GPU; use --profile cpu on this machine")
+    budget = TimeBudget(max_minutes) if max_minutes is not None else None
     root = resolve_data_dir(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
+    if pack is not None:
+        from .pack import unpack
+
+        unpack(pack, cache)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
     (out / "split.json").write_text(json.dumps({"train": train_cases, "val": val_cases,
-                                                 "data": str(root)}, indent=1))
+                                                 "data": str(root), "pack": str(pack) if pack else None}, indent=1))
 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     pl.seed_everything(prof.seed, workers=True, verbose=False)
-    dm = datamodule(prof, cache, train_cases, val_cases)
+    dm = datamodule(replace(prof, num_workers=min(prof.num_workers, max(available_cpus() - 1, 0))),
+                    cache, train_cases, val_cases)
     model_config = prof.model_config().to_dict()
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
                           **prof.geometry())
@@ -326,6 +419,8 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
                              f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
                              f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
         module.model.load_state_dict(start.state_dict())
+    if prof.channels_last:
+        module = module.to(memory_format=torch.channels_last)
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
                               monitor="val_dice", mode="max", save_top_k=1)
@@ -333,13 +428,16 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     # run would resume from the best epoch, not the last: a callback of its own saves every epoch.
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, monitor=None,
                               enable_version_counter=False)
+    callbacks = [best_cb, last_cb, LearningRateMonitor()] + ([budget] if budget else [])
     # a new version_N per run: a resumed run appends a folder instead of erasing the old logs
     loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")]
     trainer = pl.Trainer(
         max_epochs=prof.epochs, accelerator=prof.accelerator, devices=prof.devices,
-        strategy=prof.strategy, precision=prof.precision, callbacks=[best_cb, last_cb, LearningRateMonitor()],
-        logger=loggers, default_root_dir=out, log_every_n_steps=prof.log_every_n_steps,
+        strategy=prof.strategy, precision=resolve_precision(prof.precision, prof.accelerator),
+        callbacks=callbacks, logger=loggers, default_root_dir=out, log_every_n_steps=prof.log_every_n_steps,
         limit_train_batches=prof.limit_train_batches, limit_val_batches=prof.limit_val_batches,
+        # at least one validation, also in a run shorter than val_every (e.g. notebook 05's quick run)
+        check_val_every_n_epoch=max(1, min(prof.val_every, prof.epochs)), benchmark=prof.accelerator == "gpu",
         enable_progress_bar=progress, num_sanity_val_steps=0, enable_model_summary=progress,
     )
     last = ckpt_dir / "last.ckpt"
@@ -348,15 +446,27 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     seconds = time.perf_counter() - t0
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     best_score = float(best_cb.best_model_score) if best_cb.best_model_score is not None else None
-    if best_path and best_path.exists():
+    if prof.select == "best" and best_path and best_path.exists():
         module = LitSegmenter.load_from_checkpoint(best_path, map_location="cpu")
+    last_dice = trainer.callback_metrics.get("val_dice")
+    epochs = int(trainer.current_epoch)
     meta = {"profile": prof.name, "train_cases": ",".join(train_cases), "val_cases": ",".join(val_cases),
-            "epochs": int(trainer.current_epoch), "best_val_dice_train_res": best_score or -1.0,
-            "train_seconds": round(seconds, 1), "lasegtut_version": __import__("lasegtut").__version__,
-            "torch_version": str(torch.__version__)}
-    weights = export_weights(module, out / "model.pt", size=prof.size, meta=meta)
-    return TrainResult(out, weights, best_path, best_score, int(trainer.current_epoch), seconds,
-                       train_cases, val_cases)
+            "epochs": epochs, "selected": prof.select, "best_val_dice_train_res": best_score or -1.0,
+            "last_val_dice_train_res": float(last_dice) if last_dice is not None else -1.0,
+            "train_seconds": round(seconds, 1), "train_slices": len(dm.train_set),
+            "precision": trainer.precision, "device": _device_name(prof.accelerator),
+            "lasegtut_version": __import__("lasegtut").__version__, "torch_version": str(torch.__version__)}
+    weights = export_weights(module.float().to(memory_format=torch.contiguous_format), out / "model.pt",
+                             size=prof.size, meta=meta)
+    return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases)
+
+
+def _device_name(accelerator: str) -> str:
+    if accelerator == "gpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {available_cpus()} cores)"
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, meta: dict | None = None) -> Path:

@@ -169,3 +169,46 @@ def test_prediction_comes_back_on_the_scan_grid_for_each_slice_axis(axis):
     expect = uncrop((normalize(crop(image, 80)) > 0.5).astype(np.uint8), image.shape, 80)
     assert mask.shape == image.shape
     assert (mask != expect).sum() < 1e-4 * mask.size  # voxels exactly at 0.5 may round either way
+
+
+def test_several_models_are_averaged_across_their_axes():
+    """Two stubs that slice across different axes, one saying "atrium" everywhere (logit +1000)
+    and one nowhere (-1000): their average is exactly 0.5 everywhere, so the mask is all 1; with a
+    third 'nowhere' model the average is 1/3 and the mask empty."""
+    import torch
+
+    class Const(torch.nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return torch.full((len(x), 1, *x.shape[-2:]), self.value)
+
+    image = load_case(SAMPLE, "la_020").image
+    info = lambda axis: {"input_size": 160, "border": 80, "context": 0, "context_stride": 1, "slice_axis": axis}  # noqa: E731
+    yes, no = (Const(1000.0), info(0)), (Const(-1000.0), info(2))
+    both = predict_volume(image, [yes, no], largest_cc=False)
+    assert both[80:-80, 80:-80].all() and not both[:80].any()  # the crop, and nothing outside it
+    assert not predict_volume(image, [yes, no, (Const(-1000.0), info(1))], largest_cc=False).any()
+    with pytest.raises(Exception, match="same crop"):
+        predict_volume(image, [yes, (Const(1.0), dict(info(1), border=32))])
+
+
+def test_device_choice(tmp_path, capsys):
+    import torch
+
+    from lasegtut.inference import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", str(SCAN), str(out), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["device"] == "cpu"
+    assert main(["predict", str(SCAN), str(tmp_path / "x.nii.gz"), "--device", "tpu"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    if not torch.cuda.is_available():
+        assert main(["predict", str(SCAN), str(tmp_path / "y.nii.gz"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert "no CUDA GPU" in err and err.count("\n") == 1
+        assert not (tmp_path / "y.nii.gz").exists()
