@@ -113,6 +113,26 @@ def cmd_volume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shape(args: argparse.Namespace) -> int:
+    from .data import load_mask
+    from .shape import check_mesh_path, shape_metrics, write_mesh
+
+    if args.mesh:
+        check_mesh_path(args.mesh, args.force)  # fail before any work
+    mask, spacing, affine = load_mask(args.mask)
+    report = shape_metrics(mask, spacing, components="error" if args.strict else "largest")
+    print(f"left-atrium shape of {args.mask}")
+    print(report.describe())
+    out = report.to_dict()
+    if args.mesh:
+        path = write_mesh(args.mesh, report.mesh, affine, force=args.force)
+        out["mesh_file"] = str(path)
+        print(f"wrote {path} ({len(report.mesh.faces)} triangles, mm, LPS patient coordinates)")
+    if args.json:
+        _print_json(out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -198,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("mask", help="binary mask (NIfTI)")
     sp.add_argument("--height-cm", type=float, help="patient height in cm")
     sp.add_argument("--weight-kg", type=float, help="patient weight in kg")
+    sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    sp = add("shape", cmd_shape, "left-atrium shape: surface area, sphericity, principal diameters; "
+                                 "optional STL/PLY surface")
+    sp.add_argument("mask", help="binary mask (NIfTI)")
+    sp.add_argument("--mesh", help="also write the surface to this .stl or .ply file (mm, LPS, opens in 3D Slicer)")
+    sp.add_argument("--force", action="store_true", help="overwrite the --mesh file if it exists")
+    sp.add_argument("--strict", action="store_true",
+                    help="refuse a mask with several connected components (default: measure the largest)")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("demo", cmd_demo, "segment a bundled case with the shipped model: Dice, HD95, volumes, overlay PNG")

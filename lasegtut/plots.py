@@ -510,3 +510,117 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
     ax.set_ylabel(f"difference ({units})")
     ax.grid(alpha=0.3)
     return ax
+
+
+# ============================================================ 3D surfaces
+def anatomical_vertices(vertices: np.ndarray, axcodes: Sequence[str] | None = None) -> np.ndarray:
+    """Vertices (mm, ``(n, 3)``) whose axes point along ``axcodes`` (e.g.
+    :data:`lasegtut.anatomy.MSD_HEART_AXCODES`), permuted and flipped to true RAS (right, anterior,
+    superior). ``None``: already RAS (the array frame as the header states it); returned as is."""
+    if axcodes is None:
+        return np.asarray(vertices, dtype=float)
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    out = np.empty_like(np.asarray(vertices, dtype=float))
+    transform = ornt_transform(axcodes2ornt(tuple(axcodes)), axcodes2ornt(("R", "A", "S")))
+    for old_axis, (new_axis, flip) in enumerate(transform):
+        out[:, int(new_axis)] = vertices[:, old_axis] * flip
+    return out
+
+
+def camera_direction(elev: float, azim: float) -> np.ndarray:
+    """Unit vector from the scene towards matplotlib's 3D camera at ``elev``, ``azim`` degrees."""
+    e, a = np.radians(elev), np.radians(azim)
+    return np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+
+
+#: Named viewpoints for RAS scenes: (elevation, azimuth) in degrees -> where the camera is.
+STANDARD_VIEWS = {(0, -90): "from behind (posterior), the patient's right on the right",
+                  (0, 90): "from the front (anterior), the patient's right on the left",
+                  (0, 0): "from the patient's right", (0, 180): "from the patient's left",
+                  (0, -180): "from the patient's left", (90, -90): "from above (superior)",
+                  (-90, -90): "from below (inferior)"}
+
+
+def view_name(elev: float, azim: float) -> str:
+    """Words for a camera position on a RAS scene (matplotlib's ``elev``, ``azim`` in degrees)."""
+    key = (int(round(elev)), int(round(azim)))
+    return STANDARD_VIEWS.get(key, f"elevation {elev:g} deg, azimuth {azim:g} deg")
+
+
+def draw_surface(ax, vertices: np.ndarray, faces: np.ndarray, *, color: str | None = None,
+                 values: np.ndarray | None = None, vlim: float = 5.0, cmap: str = "RdBu_r",
+                 elev: float = 0.0, azim: float = -90.0):
+    """Draw a triangle surface on a 3D axes with simple lighting from the camera.
+
+    ``vertices`` ``(n, 3)`` in mm (already in the frame to show), ``faces`` ``(m, 3)`` outward.
+    With ``values`` (one per vertex, e.g. a distance in mm) the faces are coloured by their mean
+    value on ``cmap`` from ``-vlim`` to ``+vlim``; else in ``color``. Returns the collection.
+    """
+    from matplotlib.colors import Normalize, to_rgb
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    tri = np.asarray(vertices, dtype=float)[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    # a light a little above and to the left of the camera, so that curvature reads as shading
+    cam = camera_direction(elev, azim)
+    up = camera_direction(elev + 90.0, azim)
+    light = cam + 0.6 * up + 0.4 * np.cross(cam, up)
+    shade = 0.25 + 0.75 * np.clip(n @ (light / np.linalg.norm(light)), 0.0, 1.0)
+    if values is None:
+        rgb = np.tile(to_rgb(color or LA_COLOR), (len(faces), 1))
+    else:
+        rgb = plt.get_cmap(cmap)(Normalize(-vlim, vlim)(np.asarray(values)[faces].mean(axis=1)))[:, :3]
+    coll = Poly3DCollection(tri, facecolors=np.clip(rgb * shade[:, None], 0, 1), linewidths=0, antialiased=False)
+    ax.add_collection3d(coll)
+    return coll
+
+
+def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.ndarray | None]], *,
+                   elev: float = 0.0, azim: float = -90.0, vlim: float = 5.0, size: float = 3.2,
+                   dpi: int = 80, view: str | None = None):
+    """Surfaces side by side, same scale and viewpoint: one panel per ``(title, vertices, faces,
+    colour)``, vertices in mm in RAS (see :func:`anatomical_vertices`). ``colour`` is a colour
+    name (``None``: the label colour) or per-vertex signed distances in mm, drawn on a red-blue
+    scale from ``-vlim`` to ``+vlim`` with a colour bar (red: outside the reference surface, blue:
+    inside it). Default view: from behind (posterior), superior up, the patient's right on the
+    right. ``view`` names the viewpoint in the caption (default: :func:`view_name`).
+    Returns a ``matplotlib.figure.Figure``."""
+    from matplotlib.figure import Figure
+
+    is_values = [p[3] is not None and not isinstance(p[3], str) for p in panels]
+    fig = Figure(figsize=(size * len(panels) + (0.9 if any(is_values) else 0), size + 0.4), dpi=dpi)
+    allv = np.concatenate([np.asarray(p[1]) for p in panels])
+    lo, hi = allv.min(axis=0), allv.max(axis=0)
+    mid, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.02
+    mappable = None
+    for i, (title, v, f, colour) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+        values = colour if is_values[i] else None
+        coll = draw_surface(ax, v, f, values=values, color=None if is_values[i] else colour, vlim=vlim,
+                            elev=elev, azim=azim)
+        if is_values[i]:
+            mappable = coll
+        ax.set_xlim(mid[0] - half, mid[0] + half)
+        ax.set_ylim(mid[1] - half, mid[1] + half)
+        ax.set_zlim(mid[2] - half, mid[2] + half)
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    if mappable is not None:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        sm = ScalarMappable(norm=Normalize(-vlim, vlim), cmap="RdBu_r")
+        right = size * len(panels) / (size * len(panels) + 0.9)
+        cax = fig.add_axes((right + 0.01, 0.2, 0.015, 0.6))
+        cb = fig.colorbar(sm, cax=cax)
+        cb.set_label("signed distance (mm)", fontsize=7)
+        cb.ax.tick_params(labelsize=7)
+    fig.text(0.01, 0.01, f"view {view or view_name(elev, azim)}; one scale for all panels "
+             f"(the box is {2 * half:.0f} mm wide)",
+             fontsize=7, color="0.35")
+    fig.subplots_adjust(left=0.0, right=right if mappable is not None else 1.0, bottom=0.05, top=0.9, wspace=0.0)
+    return fig

@@ -1,4 +1,5 @@
-"""Interactive notebook widgets (ipywidgets): a slice viewer and an augmentation explorer.
+"""Interactive notebook widgets (ipywidgets): a slice viewer, an augmentation explorer and a 3D
+surface viewer.
 
 Each widget draws its figure with matplotlib *off screen* and shows it as PNG bytes in an
 ``ipywidgets.Image``, so it works the same in JupyterLab, classic Notebook, VS Code and a
@@ -8,7 +9,8 @@ figure of the same data just before it.
 
 CSS classes, for tests and styling: the viewer's box is ``lasegtut-slice-viewer`` and its
 picture ``lasegtut-slice-image``; its slider is a plain ``IntSlider`` described ``"slice"``.
-The explorer's box is ``lasegtut-augment-explorer`` and its picture ``lasegtut-augment-image``.
+The explorer's box is ``lasegtut-augment-explorer`` and its picture ``lasegtut-augment-image``;
+the surface viewer's ``lasegtut-surface-viewer`` and ``lasegtut-surface-image``.
 
 Arrays follow the library's convention: volumes ``(x, y, z)`` as loaded by
 :func:`lasegtut.data.load_case`, spacing in mm; the explorer takes one 2D ``(x, y)`` slice as
@@ -162,4 +164,37 @@ def augment_explorer(image: np.ndarray, mask: np.ndarray, n: int = 5):
     redraw()
     box = W.VBox([W.HBox([W.VBox([rotate, scale]), W.VBox([alpha, seed])]), picture])
     box.add_class("lasegtut-augment-explorer")
+    return box
+
+
+def surface_viewer(scenes: dict, *, elev: float = 0.0, azim: float = -90.0, size: float = 3.0):
+    """Turn 3D surfaces around: a scene menu, azimuth and elevation sliders (degrees) and the
+    picture drawn by :func:`lasegtut.plots.surface_figure`.
+
+    ``scenes`` maps a name (e.g. a case id) to that function's list of ``(title, vertices, faces,
+    colour)`` panels, vertices in mm in RAS. The picture updates when a slider is released; it
+    starts at ``elev``, ``azim`` (default: from behind). The box has the CSS class
+    ``lasegtut-surface-viewer`` and its picture ``lasegtut-surface-image``. Returns an
+    ``ipywidgets.VBox``.
+    """
+    import ipywidgets as W
+
+    names = list(scenes)
+    if not names:
+        raise ValueError("surface_viewer needs at least one scene")
+    scene = W.Dropdown(options=names, value=names[0], description="case")
+    az = W.IntSlider(value=int(azim), min=-180, max=180, step=15, description="azimuth", continuous_update=False)
+    el = W.IntSlider(value=int(elev), min=-90, max=90, step=15, description="elevation", continuous_update=False)
+    picture = W.Image(format="png")
+    picture.add_class("lasegtut-surface-image")
+
+    def redraw(*_) -> None:
+        fig = plots.surface_figure(scenes[scene.value], elev=el.value, azim=az.value, size=size)
+        picture.value = figure_png(fig)
+
+    for w in (scene, az, el):
+        w.observe(redraw, names="value")
+    redraw()
+    box = W.VBox([W.HBox([scene, az, el]), picture])
+    box.add_class("lasegtut-surface-viewer")
     return box
