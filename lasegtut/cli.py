@@ -64,6 +64,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"wrote {report['output']}")
     print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
           f"{report['seconds']:.1f} s)")
+    if report["status"] != "ok":
+        print(f"lasegtut predict: warning: {report['status']}", file=sys.stderr)
     if args.json:
         _print_json(report)
     return 0
@@ -98,8 +100,16 @@ def cmd_volume(args: argparse.Namespace) -> int:
 
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
+    from .inference import PLAUSIBLE_ML
+
     mask, spacing, _ = load_mask(args.mask)
+    if not mask.any():
+        raise LasegError(f"{args.mask} is empty: there is no atrium to measure or grade")
     out = {"volume_ml": volume_ml(mask, spacing)}
+    lo, hi = PLAUSIBLE_ML
+    if not lo <= out["volume_ml"] <= hi and args.height_cm is not None:
+        raise LasegError(f"{out['volume_ml']:.1f} mL is outside any adult left atrium ({lo:.0f}-{hi:.0f} mL): "
+                         "not graded; check the mask")
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)

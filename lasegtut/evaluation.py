@@ -70,7 +70,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
     for case_id in iterator:
         case = load_case(root, case_id)
         t0 = time.perf_counter()
-        pred = predict_volume(case.image, model, info, tta=tta, device=device)
+        pred = predict_volume(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
         seconds = time.perf_counter() - t0
         row: dict = {"case": case_id, **evaluate_masks(pred, case.label, case.spacing),
                      "volume_pred_ml": volume_ml(pred, case.spacing),

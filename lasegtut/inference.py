@@ -3,7 +3,8 @@
 The steps mirror training, so the network sees what it was trained on:
 
 1. reorient to RAS (:func:`lasegtut.data.load_image`),
-2. crop, z-score, min-max and slice (:func:`lasegtut.preprocess.preprocess_volume`) across the
+2. resample to the model's voxel size if the scan's differs, place the model's in-plane window on
+   the heart (:func:`predict_volume`), z-score, min-max and slice it across the
    array axis the model was trained on (:func:`lasegtut.preprocess.reslice`),
 3. stack each slice with the neighbours the model was trained with (2.5D input, see
    :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
@@ -29,10 +30,21 @@ import torch.nn.functional as F
 
 from .errors import LasegError
 from .model import UNet, UNetConfig
-from .preprocess import DEFAULT_BORDER, preprocess_volume, stack_context, reslice, uncrop, unreslice
+from .preprocess import (DEFAULT_BORDER, context_indices, paste_window, preprocess_window, resample, reslice,
+                         unreslice, window_origin)
 
 #: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
+#: Voxel size (mm, x y z) of the MSD Task02_Heart scans: the training spacing of weights files
+#: that do not record their own.
+MSD_SPACING = (1.25, 1.25, 1.37)
+#: In-plane size (voxels) of the MSD scans, on which a weights file's ``border`` was measured.
+MSD_SIZE = 320
+#: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
+#: labels) outside this range are reported as implausible rather than measured.
+PLAUSIBLE_ML = (10.0, 400.0)
+
+
 #: A model as :func:`load_model` returns it, or several of them to average.
 Members = Sequence[tuple[UNet, dict]]
 
@@ -73,7 +85,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
         (crop, voxels), ``context`` and ``context_stride`` (2.5D neighbour slices per side and
         their spacing in slices; 0 for a plain 2D model), ``slice_axis`` (the array axis of the
-        ``(x, y, z)`` scan its slices cut across) and ``meta``.
+        ``(x, y, z)`` scan its slices cut across), ``spacing_mm`` (the voxel size it was trained
+        at; the MSD's for files that do not say) and ``meta``.
 
     Raises:
         LasegError: missing or unreadable file, or not a lasegtut model.
@@ -103,7 +116,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
     # 2.5D input and slice axis; weights from before they existed are 1-slice models across axis 2
     info.update(context=int(geometry.get("context", 0)), context_stride=int(geometry.get("context_stride", 1)),
-                slice_axis=int(geometry.get("slice_axis", 2)))
+                slice_axis=int(geometry.get("slice_axis", 2)),
+                spacing_mm=tuple(float(v) for v in geometry.get("spacing_mm", MSD_SPACING)))
     model = UNet(config)
     try:
         model.load_state_dict(state)
@@ -133,16 +147,18 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.inference_mode()
-def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_size: int = 16,
+def predict_slices(slices: np.ndarray, model: UNet, input_size: int | None, *, batch_size: int = 16,
                    tta: bool = False, context: int = 0, context_stride: int = 1,
-                   device: str | torch.device = "auto") -> np.ndarray:
+                   device: str | torch.device = "auto", indices: Sequence[int] | None = None) -> np.ndarray:
     """Probabilities of "left atrium" for a stack of preprocessed slices.
 
     Args:
         slices: float32 ``(n, H, W)`` in [0, 1]: the output of ``preprocess_volume``, re-sliced with
             ``reslice`` for a model trained across another axis; neighbours are taken along ``n``.
-        input_size: the model's training size in pixels; slices are resized to it and the
-            probabilities resized back to ``(H, W)``.
+        input_size: for a model trained on resized slices, the size (pixels) it was trained at:
+            slices are resized to it and the probabilities resized back to ``(H, W)``. None for a
+            model trained at full resolution: slices of any size go in as they are (zero-padded
+            to a multiple of the network's 2 ** depth, the padding cut off again).
         tta: also predict the mirrored slices (flip along the last axis) and average. Off by
             default: the heart is not mirror-symmetric and the seed augmentation has no flips,
             so a model trained without flips segments mirrored slices badly. Use it for a
@@ -151,28 +167,36 @@ def predict_slices(slices: np.ndarray, model: UNet, input_size: int, *, batch_si
             slice is stacked with its neighbours exactly as in training.
         device: where the network runs (:func:`resolve_device`; ``"auto"``: a CUDA GPU if
             there is one); the model may live anywhere, a copy of it is moved there.
+        indices: predict only these slices (their neighbours still come from ``slices``).
 
     Returns:
-        float32 ``(z, H, W)`` probabilities in [0, 1].
+        float32 ``(len(indices) or n, H, W)`` probabilities in [0, 1].
     """
     z, h, w = slices.shape
-    out = np.empty((z, h, w), dtype=np.float32)
+    todo = np.arange(z) if indices is None else np.asarray(indices, dtype=np.int64)
+    out = np.empty((len(todo), h, w), dtype=np.float32)
     device = resolve_device(device)
     model = inference_copy(model).to(device)
-    for start in range(0, z, batch_size):
-        stop = min(start + batch_size, z)
-        stack = stack_context(slices, context, context_stride, start, stop)  # (n, C, H, W)
+    multiple = 2 ** model.config.depth if isinstance(getattr(model, "config", None), UNetConfig) else 1
+    ph, pw = -h % multiple, -w % multiple
+    resize = input_size is not None and (h, w) != (input_size, input_size)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        idx = [context_indices(int(i), z, context, context_stride) for i in batch]
+        stack = np.asarray(slices)[np.asarray(idx, dtype=np.int64).reshape(len(idx), 2 * context + 1)]
         x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if (h, w) != (input_size, input_size):
+        if resize:
             x = F.interpolate(x, size=(input_size, input_size), mode="area")
+        elif ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)
         if tta:
             logits = (logits + model(x.flip(-1)).flip(-1)) / 2
         prob = torch.sigmoid(logits)
-        if (h, w) != (input_size, input_size):
+        if resize:
             prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
-        out[start:start + len(x)] = prob[:, 0].float().cpu().numpy()
+        out[start:start + len(batch)] = prob[:, 0, :h, :w].float().cpu().numpy()
     return out
 
 
@@ -188,14 +212,112 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(np.uint8)
 
 
+def window_size(info: dict) -> int:
+    """In-plane size (voxels, at the training spacing) of the window a model was trained on."""
+    return MSD_SIZE - 2 * int(info["border"])
+
+
+def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, members: Members, *,
+                          tta: bool, batch_size: int, device) -> np.ndarray:
+    """Average probability ``(x', y', z)`` of the members in one in-plane window of ``work``."""
+    stack = preprocess_window(work, origin, size)  # (z, x', y')
+    prob = np.zeros(stack.shape, dtype=np.float32)
+    for net, inf in members:
+        axis = inf.get("slice_axis", 2)
+        full_res = int(inf["input_size"]) == size
+        p = predict_slices(reslice(stack, axis), net, None if full_res else int(inf["input_size"]),
+                           batch_size=batch_size, tta=tta, context=inf.get("context", 0),
+                           context_stride=inf.get("context_stride", 1), device=device)
+        prob += unreslice(p, axis, work.shape[2])
+    prob /= len(members)
+    return np.moveaxis(prob, 0, 2)
+
+
+def _cut_off(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, ...]) -> bool:
+    """True when the atrium found in a window is empty, or comes within ``size / 16`` voxels
+    (10 for the shipped model: 12.5 mm) of a window edge beyond which the image goes on, so that
+    part of it may lie outside. (In the MSD training scans every atrium keeps 25 mm or more from
+    the edges of the centred window, so a native scan never takes the second pass.)"""
+    if not mask.any():
+        return True
+    xs, ys = np.flatnonzero(mask.any((1, 2))), np.flatnonzero(mask.any((0, 2)))
+    size = mask.shape[0]
+    m = size // 16
+    x0, y0 = origin
+    return bool((xs[0] < m and x0 > 0) or (ys[0] < m and y0 > 0)
+                or (xs[-1] >= size - m and x0 + size < shape[0]) or (ys[-1] >= size - m and y0 + size < shape[1]))
+
+
+def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 8, batch_size: int = 16,
+                 device="auto") -> tuple[float, float] | None:
+    """In-plane centre ``(x, y)`` (voxels of ``work``) of the left atrium, found by the first model
+    itself: the field of view is tiled with windows of ``size`` (half overlapping, each
+    normalised as in training), every ``every``-th slice of each is segmented, and the centre of
+    the largest region found is returned (None if nothing is found). About as much work as one
+    ordinary prediction; only done when the centred window misses or cuts the atrium."""
+    from scipy import ndimage
+
+    net, inf = members[0]
+    axis = inf.get("slice_axis", 2)
+    full_res = int(inf["input_size"]) == size
+
+    def starts(n: int) -> list[int]:
+        if n <= size:
+            return [(n - size) // 2]
+        return sorted(set(list(range(0, n - size + 1, size // 2)) + [n - size]))
+
+    hits = np.zeros(work.shape[:2], dtype=np.float32)
+    for x0 in starts(work.shape[0]):
+        for y0 in starts(work.shape[1]):
+            try:
+                sl = reslice(preprocess_window(work, (x0, y0), size), axis)
+            except LasegError:  # a tile of constant padding: nothing to find there
+                continue
+            idx = list(range(every // 2, len(sl), every))
+            p = predict_slices(sl, net, None if full_res else int(inf["input_size"]), batch_size=batch_size,
+                               context=inf.get("context", 0), context_stride=inf.get("context_stride", 1),
+                               device=device, indices=idx) >= 0.5
+            counts = np.zeros((size, size), dtype=np.float32)  # (x', y') of the window
+            if axis == 2:
+                counts += p.sum(0)
+            elif axis == 0:
+                counts[idx] += p.sum(1)
+            else:
+                counts[:, idx] += p.sum(1).T
+            tile = paste_window(counts[..., None], (*work.shape[:2], 1), (x0, y0))[..., 0]
+            hits = np.maximum(hits, tile)
+    labels, n = ndimage.label(hits > 0)
+    if n == 0:
+        return None
+    sizes = ndimage.sum(hits, labels, index=np.arange(1, n + 1))
+    cx, cy = ndimage.center_of_mass(hits, labels, int(np.argmax(sizes)) + 1)
+    return float(cx), float(cy)
+
+
 def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info: dict | None = None, *,
-                   tta: bool = False, largest_cc: bool = True, batch_size: int = 16,
-                   device: str | torch.device = "auto") -> np.ndarray:
+                   spacing: tuple[float, float, float] | None = None, tta: bool = False,
+                   largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
+                   locate: bool = True) -> np.ndarray:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
 
     ``model`` and ``info`` come from :func:`load_model` (default: the shipped model); or
     ``model`` is a list of ``(model, info)`` pairs (:func:`load_models`) whose probabilities
     are averaged, e.g. models that slice the scan across different axes.
+
+    Any scan is brought to the model's own geometry and back:
+
+    1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
+       trained at (``info["spacing_mm"]``) by more than 1%: the scan is resampled to it
+       (trilinear), and the probabilities are resampled back to the scan's grid at the end;
+    2. the model's in-plane window (:func:`window_size`: 160 x 160 voxels for the shipped model,
+       200 mm) is centred on the field of view, where cardiac scans put the heart, and stuck out
+       of the image with zeros where the field of view is smaller;
+    3. if the atrium found there is empty or cut by a window edge (``locate``), the heart is
+       looked for over the whole field of view (:func:`locate_heart`) and the window is centred on
+       it for a second, final prediction.
+
+    For a scan of the MSD geometry (320 x 320 at 1.25 x 1.25 x 1.37 mm) steps 1-3 change nothing:
+    the window is the model's training crop.
     """
     if model is None:
         members = [load_model(device=device)]
@@ -207,22 +329,31 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info:
         members = [(model, info)]
     if image.ndim != 3:
         raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
-    border = members[0][1]["border"]
-    stack = preprocess_volume(image, border)  # (z, x', y')
-    prob = np.zeros(stack.shape, dtype=np.float32)
-    for net, inf in members:
-        if inf["border"] != border:
-            raise LasegError("only models trained on the same crop can be averaged")
-        axis = inf.get("slice_axis", 2)
-        p = predict_slices(reslice(stack, axis), net, inf["input_size"], batch_size=batch_size, tta=tta,
-                           context=inf.get("context", 0), context_stride=inf.get("context_stride", 1),
-                           device=device)
-        prob += unreslice(p, axis, image.shape[2])
-    prob /= len(members)
-    mask = np.moveaxis((prob >= 0.5).astype(np.uint8), 0, 2)  # the crop, (x', y', z)
-    if largest_cc:  # on the crop: the same answer as on the full grid (zeros outside), 4x fewer voxels
+    first = members[0][1]
+    size = window_size(first)
+    target = tuple(first.get("spacing_mm") or MSD_SPACING)
+    for _, inf in members[1:]:
+        if window_size(inf) != size or tuple(inf.get("spacing_mm") or MSD_SPACING) != target:
+            raise LasegError("only models trained on the same crop and spacing can be averaged")
+    rescale = spacing is not None and any(abs(s / t - 1) > 0.01 for s, t in zip(spacing, target))
+    work = resample(image, spacing, target) if rescale else image
+    run = dict(tta=tta, batch_size=batch_size, device=device)
+    origin = window_origin(work.shape, ((work.shape[0] - 1) / 2 + 0.5, (work.shape[1] - 1) / 2 + 0.5), size)
+    prob = _window_probabilities(work, origin, size, members, **run)
+    if locate and _cut_off(prob >= 0.5, origin, work.shape):
+        centre = locate_heart(work, members, size, batch_size=batch_size, device=device)
+        if centre is not None:
+            moved = window_origin(work.shape, centre, size)
+            if moved != origin:
+                origin, prob = moved, _window_probabilities(work, moved, size, members, **run)
+    if rescale:
+        full = paste_window(prob, work.shape, origin)
+        mask = (resample(full, target, spacing, shape=image.shape) >= 0.5).astype(np.uint8)
+        return largest_component(mask) if largest_cc else mask
+    mask = (prob >= 0.5).astype(np.uint8)
+    if largest_cc:  # on the window: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
-    return uncrop(mask, image.shape, border)
+    return paste_window(mask, image.shape, origin)
 
 
 def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
@@ -256,8 +387,11 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     ``force=True``, and then atomically (written to a temporary file, then renamed).
 
     Returns:
-        A report: ``output``, ``volume_ml``, ``voxels``, ``spacing_mm``, ``shape``, ``seconds``,
-        ``weights``.
+        A report: ``output``, ``volume_ml``, ``voxels``, ``status`` (``"ok"``, or why the volume
+        cannot be trusted), ``spacing_mm``, ``shape``, ``seconds``, ``weights``, ``device``.
+
+    Raises:
+        LasegError: bad input, or no atrium found (an empty answer is never written as a result).
     """
     from .data import load_image, load_nifti
     from .volume import volume_ml
@@ -270,7 +404,10 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     image, spacing, _ = load_image(input)
     paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
     members = load_models(paths, device=device)
-    mask_ras = predict_volume(image, members, tta=tta, largest_cc=largest_component, device=device)
+    mask_ras = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component, device=device)
+    if not mask_ras.any():
+        raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
+                         "that covers the heart?); nothing written")
     mask = _to_original_orientation(mask_ras, original)
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
@@ -279,8 +416,12 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     tmp = output.with_name(".tmp-" + output.name)
     nib.save(out_img, str(tmp))
     os.replace(tmp, output)
+    ml = volume_ml(mask, spacing)
+    lo, hi = PLAUSIBLE_ML
+    status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "
+                                          f"({lo:.0f}-{hi:.0f} mL); check the mask before using it")
     return {
-        "output": str(output), "volume_ml": volume_ml(mask, spacing), "voxels": int(mask.sum()),
+        "output": str(output), "volume_ml": ml, "voxels": int(mask.sum()), "status": status,
         "spacing_mm": [round(s, 4) for s in spacing], "shape": list(mask.shape),
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name],

@@ -172,6 +172,60 @@ def preprocess_mask(mask: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarra
     return axial_slices(crop(mask, border).astype(np.uint8))
 
 
+# ----------------------------------------------------------------------------- other grids
+def resample(volume: np.ndarray, spacing: tuple[float, float, float], target: tuple[float, float, float],
+             *, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Trilinear resampling of an ``(x, y, z)`` volume from ``spacing`` to about ``target`` mm.
+
+    The field of view is kept: the new shape is ``round(shape * spacing / target)`` (or
+    ``shape`` when given, e.g. to go back to a scan's own grid), and the first and last voxels'
+    outer edges stay where they were, so resampling there and back returns the same grid.
+    Returns float32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if shape is None:
+        shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(volume.shape, spacing, target))
+    if tuple(shape) == tuple(volume.shape):
+        return np.asarray(volume, dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    return F.interpolate(x, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def window_origin(shape: tuple[int, ...], centre: tuple[float, float], size: int) -> tuple[int, int]:
+    """In-plane corner ``(x0, y0)`` of a ``size`` x ``size`` window centred on ``centre`` (voxels;
+    the window may stick out of the image). For a 320 x 320 scan, its centre and ``size`` 160 this
+    is (80, 80): exactly :func:`crop` with ``border=80``."""
+    return int(round(centre[0] - size / 2)), int(round(centre[1] - size / 2))
+
+
+def preprocess_window(image: np.ndarray, origin: tuple[int, int], size: int) -> np.ndarray:
+    """The recipe of :func:`preprocess_volume` on an in-plane window that may stick out of the
+    image: the part inside is normalised (its own z-score and min-max, as a crop in training),
+    the part outside is 0. Returns float32 slices ``(z, size, size)``."""
+    x0, y0 = origin
+    out = np.zeros((size, size, image.shape[2]), dtype=np.float32)
+    xa, ya = max(x0, 0), max(y0, 0)
+    xb, yb = min(x0 + size, image.shape[0]), min(y0 + size, image.shape[1])
+    if xa >= xb or ya >= yb:
+        raise LasegError(f"the window at {origin} of {size} voxels lies outside the image {image.shape}")
+    out[xa - x0:xb - x0, ya - y0:yb - y0] = normalize(image[xa:xb, ya:yb])
+    return axial_slices(out)
+
+
+def paste_window(window: np.ndarray, shape: tuple[int, int, int], origin: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`preprocess_window`'s placement for a ``(x', y', z)`` array: the part of
+    the window inside an image of ``shape``, at its place, zeros elsewhere."""
+    x0, y0 = origin
+    size_x, size_y = window.shape[:2]
+    out = np.zeros(shape, dtype=window.dtype)
+    xa, ya = max(x0, 0), max(y0, 0)
+    xb, yb = min(x0 + size_x, shape[0]), min(y0 + size_y, shape[1])
+    out[xa:xb, ya:yb] = window[xa - x0:xb - x0, ya - y0:yb - y0]
+    return out
+
+
 # ----------------------------------------------------------------------------- the cache
 @dataclass
 class CacheSummary:

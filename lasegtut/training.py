@@ -164,7 +164,7 @@ class LitSegmenter(pl.LightningModule):
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
                  bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128,
                  context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER,
-                 slice_axis: int = 2) -> None:
+                 slice_axis: int = 2, spacing_mm: Sequence[float] = (1.25, 1.25, 1.37)) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(UNetConfig.from_dict(model_config) if model_config else UNetConfig())
@@ -288,6 +288,7 @@ def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int |
         "context": int(module.hparams.get("context", 0)),
         "context_stride": int(module.hparams.get("context_stride", 1)),
         "slice_axis": int(module.hparams.get("slice_axis", 2)),
+        "spacing_mm": [float(v) for v in module.hparams.get("spacing_mm", (1.25, 1.25, 1.37))],
         "state_dict": state,
         "meta": meta or {},
     }
@@ -408,8 +409,10 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     dm = datamodule(replace(prof, num_workers=min(prof.num_workers, max(available_cpus() - 1, 0))),
                     cache, train_cases, val_cases)
     model_config = prof.model_config().to_dict()
+    cached = load_index(cache)["cases"]
+    spacing = [round(float(np.mean([cached[c]["spacing_mm"][i] for c in train_cases])), 4) for i in range(3)]
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
-                          **prof.geometry())
+                          spacing_mm=spacing, **prof.geometry())
     if init is not None:
         from .inference import load_model
 

@@ -165,7 +165,7 @@ def test_prediction_comes_back_on_the_scan_grid_for_each_slice_axis(axis):
 
     image = load_case(SAMPLE, "la_020").image
     info = {"input_size": 160, "border": 80, "context": 1, "context_stride": 2, "slice_axis": axis}
-    mask = predict_volume(image, MiddleChannel(), info, largest_cc=False)
+    mask = predict_volume(image, MiddleChannel(), info, largest_cc=False, locate=False)
     expect = uncrop((normalize(crop(image, 80)) > 0.5).astype(np.uint8), image.shape, 80)
     assert mask.shape == image.shape
     assert (mask != expect).sum() < 1e-4 * mask.size  # voxels exactly at 0.5 may round either way
@@ -188,9 +188,9 @@ def test_several_models_are_averaged_across_their_axes():
     image = load_case(SAMPLE, "la_020").image
     info = lambda axis: {"input_size": 160, "border": 80, "context": 0, "context_stride": 1, "slice_axis": axis}  # noqa: E731
     yes, no = (Const(1000.0), info(0)), (Const(-1000.0), info(2))
-    both = predict_volume(image, [yes, no], largest_cc=False)
+    both = predict_volume(image, [yes, no], largest_cc=False, locate=False)
     assert both[80:-80, 80:-80].all() and not both[:80].any()  # the crop, and nothing outside it
-    assert not predict_volume(image, [yes, no, (Const(-1000.0), info(1))], largest_cc=False).any()
+    assert not predict_volume(image, [yes, no, (Const(-1000.0), info(1))], largest_cc=False, locate=False).any()
     with pytest.raises(Exception, match="same crop"):
         predict_volume(image, [yes, (Const(1.0), dict(info(1), border=32))])
 
@@ -212,3 +212,79 @@ def test_device_choice(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "no CUDA GPU" in err and err.count("\n") == 1
         assert not (tmp_path / "y.nii.gz").exists()
+
+
+# ----------------------------------------------------------------- other scanners' geometries
+@pytest.fixture(scope="module")
+def la014_native():
+    case = load_case(SAMPLE, "la_014")
+    model, info = load_model()
+    return case, model, info, predict_volume(case.image, model, info, spacing=case.spacing)
+
+
+def _reframed(case, how: str):
+    """la_014 as another scanner could have stored it: (image, label, spacing)."""
+    from lasegtut.preprocess import resample
+
+    sp = case.spacing
+    if how == "0.625 mm, 200 mm field of view":  # finer voxels, a field of view around the heart
+        fine = (0.625, 0.625, sp[2])
+        img = resample(case.image, sp, fine)[160:480, 160:480]
+        lab = (resample(case.label.astype(np.float32), sp, fine) >= 0.5).astype(np.uint8)[160:480, 160:480]
+        return img, lab, fine
+    if how == "heart off-centre in a 640 x 640 field of view":
+        img = np.zeros((640, 640, case.image.shape[2]), np.float32)
+        lab = np.zeros(img.shape, np.uint8)
+        img[:320, 300:620], lab[:320, 300:620] = case.image, case.label
+        return img, lab, sp
+    if how == "1 mm isotropic":
+        iso = (1.0, 1.0, 1.0)
+        return (resample(case.image, sp, iso), (resample(case.label.astype(np.float32), sp, iso) >= 0.5)
+                .astype(np.uint8), iso)
+    raise ValueError(how)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["0.625 mm, 200 mm field of view", "heart off-centre in a 640 x 640 field of view",
+                                 "1 mm isotropic"])
+def test_other_geometries_give_the_native_answer(la014_native, how):
+    """Resampled to the model's voxel size and its window placed on the heart, a scan stored on
+    another grid gets the native scan's answer (before: 0 mL at 0.625 mm and with the heart off
+    the centre of a large field of view)."""
+    from lasegtut.volume import volume_ml
+
+    case, model, info, native = la014_native
+    img, lab, sp = _reframed(case, how)
+    mask = predict_volume(img, model, info, spacing=sp)
+    assert mask.shape == img.shape
+    assert abs(dice(mask, lab) - dice(native, case.label)) < 0.02
+    assert abs(volume_ml(mask, sp) / volume_ml(native, case.spacing) - 1) < 0.04
+
+
+def test_native_scans_take_the_training_window(la014_native, monkeypatch):
+    """A scan of the MSD geometry is segmented in the model's own training crop, in one pass."""
+    import lasegtut.inference as inference
+
+    case, model, info, native = la014_native
+    monkeypatch.setattr(inference, "locate_heart", lambda *a, **k: pytest.fail("second pass on a native scan"))
+    assert np.array_equal(predict_volume(case.image, model, info, spacing=case.spacing), native)
+    assert not native[:80].any() and not native[240:].any()  # nothing outside the central 160 x 160
+
+
+def test_no_atrium_is_refused_and_never_graded(tmp_path, capsys):
+    """A scan without a heart gives no mask and no volume (exit 2), and `volume` refuses to grade
+    an empty mask (before: 0.0 mL, "normal")."""
+    rng = np.random.default_rng(0)
+    scan = write_nifti(tmp_path / "noise.nii.gz", rng.normal(100, 5, (96, 96, 40)).astype(np.float32))
+    assert main(["predict", str(scan), str(tmp_path / "m.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "no left atrium found" in err and err.count("\n") == 1 and not (tmp_path / "m.nii.gz").exists()
+    empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros((16, 16, 8), np.uint8))
+    assert main(["volume", str(empty), "--height-cm", "175", "--weight-kg", "70"]) == 2
+    assert "empty" in capsys.readouterr().err
+    tiny = np.zeros((16, 16, 8), np.uint8)
+    tiny[4:6, 4:6, 2:4] = 1  # 8 voxels: 0.02 mL
+    small = write_nifti(tmp_path / "tiny.nii.gz", tiny)
+    assert main(["volume", str(small), "--height-cm", "175", "--weight-kg", "70"]) == 2
+    assert "not graded" in capsys.readouterr().err
+    assert main(["volume", str(small)]) == 0  # the volume itself is still reported
