@@ -391,6 +391,7 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
     bar.update(sum(1 for n in left.values() if n == 0))
     scratch_root = Path(tempfile.mkdtemp(prefix="lasegtut-grade-"))
     lock = threading.Lock()
+    restore = _stop_on_sigterm()
     results: dict[tuple[str, str], list[Grade]] = {}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -414,6 +415,7 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
                 _stop_all_kernels(scratch_root)
                 raise
     finally:
+        restore()
         bar.close()
         shutil.rmtree(scratch_root, ignore_errors=True)
 
@@ -439,6 +441,20 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
                 if n.endswith("not graded") or "could not be matched" in n]
     return ClassReport(grades, notes, out / "grades.csv", feedback, sandbox.describe(abi), warnings,
                        time.monotonic() - t0, runs)
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt (so the kernels are stopped and nothing is written); return the undo."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_all_kernels(scratch_root: Path) -> None:

@@ -150,7 +150,7 @@ class _Kernel:
                                                 key=secrets.token_hex(32).encode())
         ports = [conn[k] for k in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")]
         sandbox_cfg = {"scratch": str(scratch), "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
-                       "landlock_abi": landlock_abi, "ports": ports}
+                       "landlock_abi": landlock_abi, "ports": ports, "parent_pid": os.getpid()}
         cmd = [sys.executable, "-m", "lasegtut.sandbox", json.dumps(sandbox_cfg), "--",
                sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"]
         work = scratch / "work"

@@ -6,7 +6,7 @@ kernel and everything it starts inherit them:
 
 - ``RLIMIT_AS`` (memory cap): an allocation past it raises ``MemoryError`` in the student's code;
 - ``RLIMIT_FSIZE`` (largest file), ``RLIMIT_CORE`` = 0, and the kernel first in line for the
-  out-of-memory killer (``oom_score_adj``);
+  out-of-memory killer (``oom_score_adj``), and killed when the grader dies (``PR_SET_PDEATHSIG``);
 - Landlock (Linux >= 5.13, unprivileged): the process may **write only inside its scratch
   folder** (and ``/dev/shm``, ``/dev/null``); from Landlock ABI 4 it may bind only its own
   kernel ports and connect to no TCP port (so no other student's kernel); from ABI 6 it may not
@@ -28,7 +28,7 @@ from typing import Any
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH, _RULE_NET_PORT = 1, 2
-_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_NO_NEW_PRIVS, _PR_SET_PDEATHSIG = 38, 1
 
 # Filesystem rights that modify something (Landlock ABI 1), then REFER (ABI 2) and TRUNCATE (ABI 3).
 _FS_WRITE_FILE = 1 << 1
@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = json.loads(argv[0])
     command = argv[2:]
+    if sys.platform.startswith("linux") and cfg.get("parent_pid"):
+        # die with the grader, even if it is killed outright (kept across exec, not by the kernel's children)
+        _libc().prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if os.getppid() != int(cfg["parent_pid"]):
+            return 1  # the grader is already gone
     apply_limits(cfg.get("memory_bytes"), cfg.get("file_bytes"))
     abi = int(cfg.get("landlock_abi", 0))
     if abi > 0:

@@ -213,7 +213,7 @@ def test_run_cells_limits(tmp_path):
              "while True:\n    pass", "print(x)", "print('z' * (40 * 2 ** 20))", "print('after')",
              "import sys\nfor i in range(300_000):\n    sys.stdout.write(f'{i}\\n')", "b = bytearray(3 * 2 ** 30)",
              "import os\nos._exit(3)", "print('never')"]
-    r = run_cells(cells, tmp_path / "s", RunLimits(cell_timeout=5, total_timeout=120, memory_bytes=2 * 2 ** 30,
+    r = run_cells(cells, tmp_path / "s", RunLimits(cell_timeout=10, total_timeout=200, memory_bytes=2 * 2 ** 30,
                                                    output_chars=1000), landlock_abi=landlock_abi())
     got = [(c.status, c.ename) for c in r.cells]
     assert got == [("ok", ""), ("error", "NotImplementedError"), ("error", "AssertionError"), ("timeout", "Timeout"),
@@ -408,3 +408,60 @@ def test_cli_grade_bad_folders(course, tmp_path, capsys):
         assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, (needle, err)
         assert not out.exists()
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_hidden_tests_are_removed_for_students_and_run_by_the_grader(tmp_path):
+    teacher = copy.deepcopy(TEACHER)
+    teacher["cells"][3]["source"] += "\n### BEGIN HIDDEN TESTS\nassert double(-1) == -2, 'hidden'\n### END HIDDEN TESTS"
+    write(tmp_path / "teacher" / "hw.ipynb", teacher)
+    build_student_notebooks(tmp_path / "teacher", tmp_path / "student")
+    stub = json.loads((tmp_path / "student" / "hw.ipynb").read_text())
+    assert "hidden" not in json.dumps(stub)
+    cheat = "def double(x):\n    return 6 if x == 3 else 20"  # passes the visible checks only
+    write(tmp_path / "subs" / "ann.ipynb", with_sources(stub, a1=cheat))
+    grade_class(tmp_path / "subs", tmp_path / "out", source=tmp_path / "teacher", limits=FAST, progress=False)
+    assert read_grades(tmp_path / "out")[("ann", "ex1")] == ("wrong", "0", "2")
+    assert "AssertionError: hidden" in (tmp_path / "out" / "feedback" / "ann.md").read_text()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    return [pid for pid in _alive_with(text) if pid != os.getpid()]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("sig, rc", [(15, 130), (9, -9)])
+def test_stopping_the_grader_stops_its_kernels(course, tmp_path, sig, rc):
+    """SIGTERM: the kernels are stopped and nothing is written (exit 130). SIGKILL: the kernels die with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    teacher, stub = course
+    write(tmp_path / "subs" / "ann.ipynb", with_sources(stub, a1="while True:\n    pass"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    proc = subprocess.Popen([sys.executable, "-m", "lasegtut", "assignments", "grade", str(tmp_path / "subs"),
+                             "--out", str(tmp_path / "out"), "--source", str(teacher), "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                      for p in _processes_mentioning(str(scratch))):
+            assert time.monotonic() < deadline and proc.poll() is None, "no kernel started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == rc
+    if sig == signal.SIGTERM:
+        assert err.strip().splitlines()[-1] == "lasegtut assignments: interrupted"
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(scratch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(scratch)) == []
+    assert not (tmp_path / "out").exists()
