@@ -127,6 +127,8 @@ def cmd_assignments_grade(args: argparse.Namespace) -> int:
                         ("--memory-gb", args.memory_gb)):
         if not value > 0 or value == float("inf"):
             raise LasegError(f"{name} must be a positive number, not {value}")
+    if args.memory_gb < 0.5:
+        raise LasegError(f"--memory-gb {args.memory_gb} is too little for a Python kernel; give at least 0.5")
     limits = RunLimits(cell_timeout=args.cell_timeout, total_timeout=args.timeout,
                        memory_bytes=int(args.memory_gb * 2 ** 30))
     report = grade_class(args.submissions, args.out, source=args.source, notebooks=args.notebook, limits=limits,

@@ -475,6 +475,8 @@ def _stop_all_kernels(scratch_root: Path) -> None:
 def _require_kernel() -> None:
     import importlib.util
 
+    if os.name != "posix":
+        raise LasegError("lasegtut assignments grade runs on Linux or macOS (use WSL on Windows)")
     missing = [m for m in ("jupyter_client", "ipykernel", "zmq") if importlib.util.find_spec(m) is None]
     if missing:
         raise LasegError(f"grading needs {', '.join(missing)}: pip install 'lasegtut[grade]'")

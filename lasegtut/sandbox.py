@@ -129,11 +129,16 @@ def apply_limits(memory_bytes: int | None, file_bytes: int | None) -> None:
     """Memory (address space) and file-size caps, no core dumps, first in line for the OOM killer."""
     import resource
 
+    limits = [(resource.RLIMIT_CORE, 0)]
     if memory_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        limits.append((resource.RLIMIT_AS, memory_bytes))
     if file_bytes:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        limits.append((resource.RLIMIT_FSIZE, file_bytes))
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):  # e.g. macOS does not enforce RLIMIT_AS: run without that cap
+            pass
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")

@@ -373,6 +373,7 @@ def test_cli_grade_and_no_overwrite(course, tmp_path, capsys):
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--timeout", "nan"], "--timeout must be a positive number"),
     (["--memory-gb", "-1"], "--memory-gb must be a positive number"),
+    (["--memory-gb", "0.1"], "give at least 0.5"),
     (["--notebook", "nope.ipynb"], "no notebook 'nope.ipynb'"),
 ])
 def test_cli_grade_bad_options(course, tmp_path, capsys, extra, needle):
