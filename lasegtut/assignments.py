@@ -14,18 +14,29 @@ notebook in which each such block becomes, at the indentation of the ``BEGIN`` l
         # YOUR CODE HERE
         raise NotImplementedError()
 
-(a block in a markdown cell becomes ``YOUR ANSWER HERE``). Every output, execution count and
-saved widget state is cleared, and every other cell - in particular the ``assert`` check cells
-that follow each exercise - is kept as it is. Teachers who use nbgrader can take the source
+(a block in a markdown or raw cell becomes ``YOUR ANSWER HERE``), and each nbgrader hidden-test
+block (``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS``) is removed. Every output, execution
+count and saved widget state is cleared, and every other cell - in particular the ``assert`` check
+cells that follow each exercise - is kept as it is. Teachers who use nbgrader can take the source
 notebooks as they are: nbgrader's ``ClearSolutions`` uses the same markers.
+
+Nothing of a solution may reach a student copy (issue 11, section 5), so the build refuses
+a line that mentions a marker without being exactly one (a marker after code on the same line,
+hidden behind an invisible character such as a zero-width space, or misspelt), keeps only known,
+harmless metadata (nbgrader's fields, tags, display flags; nothing else of the cell's or the
+notebook's), keeps only the attachments that the student version of a cell still shows, and
+finally checks the copy for any marker text or solution line left in metadata or attachments.
 
 Notebooks are read and written as plain JSON (nbformat 4), so this module needs no dependency.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +44,28 @@ from .errors import LasegError
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
+BEGIN_HIDDEN_TESTS = "### BEGIN HIDDEN TESTS"
+END_HIDDEN_TESTS = "### END HIDDEN TESTS"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = ("YOUR ANSWER HERE",)
+#: nbgrader's rule for a grade_id.
+GRADE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
-# A comment line that looks like a marker but is not exactly one (``##BEGIN SOLUTION``, ``### begin solution``):
-# nbgrader would not see it either, so the solution would reach the students. It is an error.
-_NEAR_MISS_RE = re.compile(r"^\s*#.*\b(BEGIN|END)\s*SOLUTION\b", re.IGNORECASE)
+# Text that names a marker: a comment mark, then BEGIN/END SOLUTION or HIDDEN TESTS, in any case.
+# A line with it that is not exactly a marker is refused: nbgrader sees a marker wherever the
+# marker text occurs in a line, lasegtut only in a line that is the marker, so the two tools would
+# disagree and one of them would hand out the solution.
+_MARKER_TEXT_RE = re.compile(r"#.*\b(BEGIN|END)[\s_-]*(SOLUTION|HIDDEN[\s_-]*TESTS?)\b", re.IGNORECASE)
+_TAG_RE = re.compile(r"^[A-Za-z0-9_.:=-]{1,100}$")
+_ATTACHMENT_REF_RE = re.compile(r"attachment:([^\s)\"'>]+)")
+_NBGRADER_FIELDS: dict[str, tuple[type, ...]] = {
+    "grade": (bool,), "solution": (bool,), "locked": (bool,), "task": (bool,), "points": (int, float),
+    "grade_id": (str,), "schema_version": (int,), "cell_type": (str,)}
+
+
+def visible_text(text: str) -> str:
+    """``text`` without invisible format characters (zero-width space, joiners, BOM...), NFKC-normalised."""
+    return unicodedata.normalize("NFKC", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
 
 
 def default_source_dir() -> Path:
@@ -48,11 +75,13 @@ def default_source_dir() -> Path:
     return Path(lasegtut.__file__).resolve().parents[1] / "notebooks"
 
 
-def _source_lines(cell: dict[str, Any]) -> list[str]:
-    """A cell's source as a list of lines without their line endings."""
+def _source_lines(cell: dict[str, Any], where: str = "cell") -> list[str]:
+    """A cell's source as a list of lines without their line endings (:class:`LasegError` if it is not text)."""
     src = cell.get("source", "")
-    if isinstance(src, list):
+    if isinstance(src, list) and all(isinstance(s, str) for s in src):
         src = "".join(src)
+    if not isinstance(src, str):
+        raise LasegError(f"{where}: the cell's source is not text")
     return src.splitlines()
 
 
@@ -61,70 +90,177 @@ def _to_source(lines: list[str]) -> list[str]:
     return [line + "\n" for line in lines[:-1]] + lines[-1:]
 
 
+def _refuse_marker_lookalike(line: str, i: int, where: str) -> None:
+    """Raise if ``line`` mentions a marker without being exactly one (see ``_MARKER_TEXT_RE``)."""
+    shown = visible_text(line)
+    if not _MARKER_TEXT_RE.search(shown):
+        return
+    marker = shown.strip()
+    if shown != line:
+        why = "it contains invisible characters (e.g. a zero-width space); retype it"
+    elif not marker.startswith("#"):
+        why = "a marker must be alone on its line, without code before it"
+    else:
+        why = "a marker is a line that is exactly the marker"
+    raise LasegError(f"{where}: line {i} {marker[:60]!r} looks like a solution marker but is not exactly "
+                     f"'{BEGIN_SOLUTION}' or '{END_SOLUTION}' ({why})")
+
+
 def strip_solutions(lines: list[str], stub: tuple[str, ...] = CODE_STUB, where: str = "cell") -> tuple[list[str], int]:
     """Replace each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block of ``lines`` by ``stub``.
 
-    A marker is a line that is exactly the marker once stripped of surrounding blanks (nbgrader's
-    rule); the stub lines take the indentation of the ``BEGIN`` line. Returns the new lines and the
-    number of blocks replaced. Raises :class:`LasegError` naming ``where`` for an ``END`` without
-    ``BEGIN``, a ``BEGIN`` inside a block, a block that is never closed, or a comment that looks
-    like a marker but is not exactly one (the solution would reach the students).
+    A marker is a line that is exactly the marker once stripped of surrounding blanks; the stub
+    lines take the indentation of the ``BEGIN`` line. nbgrader's hidden-test blocks
+    (``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS``) are removed with their markers.
+    Returns the new lines and the number of solution blocks replaced. Raises :class:`LasegError`
+    naming ``where`` for an ``END`` without ``BEGIN``, a ``BEGIN`` inside a block, a block that is
+    never closed, or a line that mentions a marker without being exactly one (a near miss, code
+    before the marker, an invisible character): the solution would reach the students.
     """
+    pairs = {BEGIN_SOLUTION: END_SOLUTION, BEGIN_HIDDEN_TESTS: END_HIDDEN_TESTS}
     out: list[str] = []
     n_blocks = 0
-    inside = False
+    open_marker: str | None = None
     begin_line = 0
     for i, line in enumerate(lines, start=1):
         marker = line.strip()
-        if marker == BEGIN_SOLUTION:
-            if inside:
-                raise LasegError(f"{where}: '{BEGIN_SOLUTION}' on line {i} inside the block opened on line "
-                                 f"{begin_line}; close it with '{END_SOLUTION}' first")
-            inside, begin_line = True, i
-            n_blocks += 1
-            indent = line[:line.find(BEGIN_SOLUTION)]
-            out.extend(indent + s for s in stub)
-        elif marker == END_SOLUTION:
-            if not inside:
-                raise LasegError(f"{where}: '{END_SOLUTION}' on line {i} without a '{BEGIN_SOLUTION}' before it")
-            inside = False
-        elif _NEAR_MISS_RE.match(line):
-            raise LasegError(f"{where}: line {i} {marker!r} looks like a solution marker but is not exactly "
-                             f"'{BEGIN_SOLUTION}' or '{END_SOLUTION}'")
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise LasegError(f"{where}: '{BEGIN_SOLUTION}' on line {begin_line} is never closed by '{END_SOLUTION}'")
+        if marker in pairs:
+            if open_marker is not None:
+                raise LasegError(f"{where}: '{marker}' on line {i} inside the block opened on line "
+                                 f"{begin_line}; close it with '{pairs[open_marker]}' first")
+            open_marker, begin_line = marker, i
+            if marker == BEGIN_SOLUTION:
+                n_blocks += 1
+                indent = line[:line.find(BEGIN_SOLUTION)]
+                out.extend(indent + s for s in stub)
+        elif marker in pairs.values():
+            if open_marker is None or pairs[open_marker] != marker:
+                begin = next(b for b, e in pairs.items() if e == marker)
+                raise LasegError(f"{where}: '{marker}' on line {i} without a '{begin}' before it")
+            open_marker = None
+        else:
+            _refuse_marker_lookalike(line, i, where)
+            if open_marker is None:
+                out.append(line)
+    if open_marker is not None:
+        raise LasegError(f"{where}: '{open_marker}' on line {begin_line} is never closed by '{pairs[open_marker]}'")
     return out, n_blocks
+
+
+def _solution_lines(lines: list[str]) -> set[str]:
+    """The stripped lines inside the solution blocks of a cell (for the leak check)."""
+    found, inside = set(), False
+    for line in lines:
+        m = line.strip()
+        if m == BEGIN_SOLUTION:
+            inside = True
+        elif m == END_SOLUTION:
+            inside = False
+        elif inside and len(m) >= 8:
+            found.add(m)
+    return found
+
+
+def _clean_cell_metadata(md: Any) -> dict[str, Any]:
+    """Only the metadata a student copy needs: nbgrader's fields, tags and display flags."""
+    if not isinstance(md, dict):
+        return {}
+    out: dict[str, Any] = {}
+    nbg = md.get("nbgrader")
+    if isinstance(nbg, dict):
+        clean = {k: v for k, v in nbg.items() if k in _NBGRADER_FIELDS and isinstance(v, _NBGRADER_FIELDS[k])
+                 and not (k == "grade_id" and not GRADE_ID_RE.match(v))
+                 and not (k == "cell_type" and v not in ("code", "markdown", "raw"))}
+        if clean:
+            out["nbgrader"] = clean
+    tags = md.get("tags")
+    if isinstance(tags, list):
+        kept = [t for t in tags if isinstance(t, str) and _TAG_RE.match(t)]
+        if kept:
+            out["tags"] = kept
+    for key in ("editable", "deletable"):
+        if isinstance(md.get(key), bool):
+            out[key] = md[key]
+    jup = md.get("jupyter")
+    if isinstance(jup, dict):
+        flags = {k: v for k, v in jup.items() if k in ("source_hidden", "outputs_hidden") and isinstance(v, bool)}
+        if flags:
+            out["jupyter"] = flags
+    return out
+
+
+def _attachment_texts(attachments: dict[str, Any]) -> list[str]:
+    """The text a reader could get out of a cell's attachments (decoded where they are base64)."""
+    texts = []
+    for bundle in attachments.values():
+        if not isinstance(bundle, dict):
+            continue
+        for mime, data in bundle.items():
+            data = "".join(data) if isinstance(data, list) else str(data)
+            texts.append(data)
+            if not (mime.startswith("text/") or mime.endswith(("json", "xml", "javascript"))):
+                continue
+            try:
+                texts.append(base64.b64decode(data, validate=False).decode("utf-8", "replace"))
+            except (binascii.Error, ValueError):
+                pass
+    return texts
+
+
+def _check_no_leak(cell: dict[str, Any], solution: set[str], where: str) -> None:
+    """Refuse a student cell whose metadata or attachments still carry marker text or a solution line."""
+    blobs = [json.dumps(cell.get("metadata", {}), ensure_ascii=False)] + _attachment_texts(cell.get("attachments", {}))
+    for blob in blobs:
+        shown = visible_text(blob)
+        if _MARKER_TEXT_RE.search(shown) or any(line in shown for line in solution):
+            raise LasegError(f"{where}: its metadata or attachments would show solution text to the students")
 
 
 def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[str, Any], int]:
     """The student version of a notebook (an nbformat-4 dict, not modified): returns it and its number of exercises.
 
-    Solution blocks are replaced (see :func:`strip_solutions`), outputs, execution counts and
-    saved widget state are cleared; every cell is kept, in order.
+    Solution blocks are replaced and hidden tests removed (see :func:`strip_solutions`) in code,
+    markdown and raw cells; outputs, execution counts, saved widget state, unknown metadata and
+    attachments the student version no longer shows are dropped; every cell is kept, in order.
     """
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise LasegError(f"{name} is not a Jupyter notebook (no list of cells)")
-    nb = json.loads(json.dumps(nb))  # deep copy
+    solution: set[str] = set()
+    students = []
     n_total = 0
     for k, cell in enumerate(nb["cells"], start=1):
+        if not isinstance(cell, dict):
+            raise LasegError(f"{name}, cell {k}: not a notebook cell")
         kind = cell.get("cell_type")
-        if kind in ("code", "markdown"):
-            lines = _source_lines(cell)
-            stub = CODE_STUB if kind == "code" else MARKDOWN_STUB
-            new, n = strip_solutions(lines, stub, where=f"{name}, cell {k} ({kind})")
-            if n:
-                cell["source"] = _to_source(new)
-                n_total += n
+        where = f"{name}, cell {k} ({kind})"
+        if kind not in ("code", "markdown", "raw"):
+            raise LasegError(f"{name}, cell {k}: unknown cell type {kind!r}")
+        lines = _source_lines(cell, where)
+        solution |= _solution_lines(lines)
+        new, n = strip_solutions(lines, CODE_STUB if kind == "code" else MARKDOWN_STUB, where=where)
+        n_total += n
+        source = _to_source(new) if new != lines else json.loads(json.dumps(cell.get("source", "")))
+        out: dict[str, Any] = {"cell_type": kind, "metadata": _clean_cell_metadata(cell.get("metadata")),
+                               "source": source}
+        if isinstance(cell.get("id"), str):
+            out["id"] = cell["id"]
         if kind == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        md = cell.get("metadata", {})
-        for key in ("execution", "collapsed", "scrolled"):
-            md.pop(key, None)
-    nb.get("metadata", {}).pop("widgets", None)
-    return nb, n_total
+            out.update(outputs=[], execution_count=None)
+        attachments = cell.get("attachments")
+        if kind != "code" and isinstance(attachments, dict):
+            shown = set(_ATTACHMENT_REF_RE.findall("\n".join(new)))
+            kept = {a: v for a, v in attachments.items() if a in shown}
+            if kept:
+                out["attachments"] = json.loads(json.dumps(kept))
+        students.append(out)
+    for k, cell in enumerate(students, start=1):
+        _check_no_leak(cell, solution, f"{name}, cell {k}")
+    md = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    student = {"cells": students,
+               "metadata": {k: json.loads(json.dumps(md[k])) for k in ("kernelspec", "language_info") if k in md},
+               "nbformat": nb.get("nbformat", 4), "nbformat_minor": nb.get("nbformat_minor", 5)}
+    _check_no_leak({"metadata": student["metadata"]}, solution, f"{name}, notebook metadata")
+    return student, n_total
 
 
 def _notebooks_in(source: Path) -> list[Path]:

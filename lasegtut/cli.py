@@ -151,10 +151,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_assignments(args: argparse.Namespace) -> int:
+    if args.action == "grade":
+        return cmd_assignments_grade(args)
     from .assignments import build_student_notebooks
 
     written = build_student_notebooks(args.source, args.out_dir, force=args.force)
     print(f"wrote {len(written)} student notebooks to {args.out_dir}")
+    return 0
+
+
+def cmd_assignments_grade(args: argparse.Namespace) -> int:
+    from .grading import grade_class
+    from .kernel_run import RunLimits
+
+    for name, value in (("--timeout", args.timeout), ("--cell-timeout", args.cell_timeout),
+                        ("--memory-gb", args.memory_gb)):
+        if not value > 0 or value == float("inf"):
+            raise LasegError(f"{name} must be a positive number, not {value}")
+    if args.memory_gb < 0.5:
+        raise LasegError(f"--memory-gb {args.memory_gb} is too little for a Python kernel; give at least 0.5")
+    limits = RunLimits(cell_timeout=args.cell_timeout, total_timeout=args.timeout,
+                       memory_bytes=int(args.memory_gb * 2 ** 30))
+    report = grade_class(args.submissions, args.out, source=args.source, notebooks=args.notebook, limits=limits,
+                         jobs=args.jobs, force=args.force, progress=not args.quiet,
+                         warn=lambda line: print(line, file=sys.stderr))
+    for line in report.warnings:
+        print(line, file=sys.stderr)
+    print(report.describe())
     return 0
 
 
@@ -245,13 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", help="a checkpoint or weights file (default: the shipped model)")
     sp.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu or cuda")
 
-    sp = add("assignments", cmd_assignments, "build student versions of the notebooks")
+    sp = add("assignments", cmd_assignments, "build student versions of the notebooks, grade submissions")
     sp_sub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = sp_sub.add_parser("build", help="write student copies (solutions removed, outputs cleared)")
     b.set_defaults(func=cmd_assignments)
     b.add_argument("out_dir", help="folder for the student notebooks")
     b.add_argument("--source", default=None, help="folder of solution notebooks (default: the course's notebooks/)")
     b.add_argument("--force", action="store_true", help="overwrite existing files in OUT_DIR")
+    g = sp_sub.add_parser("grade", help="execute the students' notebooks and grade every exercise",
+                          description="Execute each submitted notebook in its own confined kernel, grade every "
+                                      "exercise with the teacher's check cells, and write OUT/grades.csv and "
+                                      "OUT/feedback/<student>.md. See docs/teaching.md.")
+    g.set_defaults(func=cmd_assignments)
+    g.add_argument("submissions", help="folder with one sub-folder or one .ipynb per student")
+    g.add_argument("--out", required=True, help="output folder for grades.csv and feedback/")
+    g.add_argument("--source", default=None, help="folder of teacher notebooks (default: the course's notebooks/)")
+    g.add_argument("--notebook", action="append", metavar="NAME",
+                   help="grade only this teacher notebook (repeatable; default: every one that was submitted)")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per notebook (default: 600)")
+    g.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default: 120)")
+    g.add_argument("--memory-gb", type=float, default=4.0, help="memory cap per kernel in GiB (default: 4)")
+    g.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default: 1)")
+    g.add_argument("--force", action="store_true", help="replace an existing OUT/grades.csv and OUT/feedback/")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

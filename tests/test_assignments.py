@@ -7,6 +7,7 @@ one stops at the first exercise with NotImplementedError.
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -161,6 +162,109 @@ def test_student_notebook_counts_exercises():
           "nbformat_minor": 5}
     student, n = student_notebook(nb)
     assert n == 2 and student is not nb and src(nb["cells"][0]) == SOLUTION_SRC
+
+
+# ----------------------------------------------------------------------------- no leaks (issue 11, section 5)
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def built_text(tmp_path: Path, cells: list[dict], nb_metadata: dict | None = None) -> tuple[int, str, str]:
+    """Build a one-notebook course with ``cells``; return the exit status, the student copy's text, stderr."""
+    path = write_nb(tmp_path / "src" / "01_leak.ipynb", cells)
+    if nb_metadata:
+        nb = json.loads(path.read_text())
+        nb["metadata"].update(nb_metadata)
+        path.write_text(json.dumps(nb))
+    rc = main(["assignments", "build", str(tmp_path / "out"), "--source", str(tmp_path / "src")])
+    out = tmp_path / "out" / "01_leak.ipynb"
+    return rc, out.read_text() if out.exists() else "", ""
+
+
+def assert_no_secret(text: str, secret: str) -> None:
+    assert text, "nothing was written"
+    assert secret not in text and b64(secret) not in text
+
+
+def test_leak_raw_cell_is_stripped(tmp_path):
+    """Before: a solution block in a raw cell was copied as it is (exit 0)."""
+    rc, text, _ = built_text(tmp_path, [cell("raw", "Answer:\n### BEGIN SOLUTION\nsecret_raw = 42\n### END SOLUTION")])
+    assert rc == 0
+    assert_no_secret(text, "secret_raw")
+    raw = json.loads(text)["cells"][0]
+    assert src(raw) == "Answer:\nYOUR ANSWER HERE"
+
+
+@pytest.mark.parametrize("source, why", [
+    # before: the marker after code was not seen, and the line reached the students (exit 0)
+    ("### BEGIN SOLUTION\na = 1\n### END SOLUTION\nb = 2  ### BEGIN SOLUTION\nsecret = 3  ### END SOLUTION",
+     "without code before it"),
+    ("x = 1  ### BEGIN SOLUTION", "without code before it"),
+    # before: markers behind a zero-width space were not seen (exit 0, the whole solution copied)
+    ("\u200b### BEGIN SOLUTION\nsecret = 1\n\u200b### END SOLUTION", "invisible characters"),
+    ("### BEGIN SOLUTION\u200b\nsecret = 1\n### END SOLUTION\u2060", "invisible characters"),
+    ("\uff03\uff03\uff03 BEGIN SOLUTION\nsecret = 1\n### END SOLUTION", "looks like a solution marker"),
+])
+def test_leak_marker_lookalikes_refused(tmp_path, capsys, source, why):
+    rc, text, _ = built_text(tmp_path, [cell("markdown", "# t"), cell("code", source)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "01_leak.ipynb" in err and "cell 2" in err and why in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_leak_cell_and_notebook_metadata_stripped(tmp_path):
+    """Before: every metadata key but 'execution' was copied, so a solution kept there reached the students."""
+    sol = cell("code", "def f():\n    ### BEGIN SOLUTION\n    return 41 + 1\n    ### END SOLUTION")
+    sol["metadata"] = {"solution_source": "secret_meta = 99", "tags": ["ok-tag", "secret_tag = 1"],
+                       "nbgrader": {"grade": False, "grade_id": "ex1_answer", "solution": True, "locked": False,
+                                    "schema_version": 3, "hint": "secret_hint"},
+                       "jupyter": {"source_hidden": False, "note": "secret_jup"}}
+    rc, text, _ = built_text(tmp_path, [sol], nb_metadata={"answers": "secret_nb"})
+    assert rc == 0
+    for secret in ("secret_meta", "secret_tag", "secret_hint", "secret_jup", "secret_nb", "41 + 1"):
+        assert_no_secret(text, secret)
+    md = json.loads(text)["cells"][0]["metadata"]
+    assert md == {"tags": ["ok-tag"], "jupyter": {"source_hidden": False},
+                  "nbgrader": {"grade": False, "grade_id": "ex1_answer", "solution": True, "locked": False,
+                               "schema_version": 3}}
+
+
+def test_leak_attachments_dropped_unless_still_shown(tmp_path):
+    """Before: attachments were copied, including one shown only inside a solution block."""
+    answer = cell("markdown", "Why?\n### BEGIN SOLUTION\n![s](attachment:sol.txt)\n### END SOLUTION")
+    answer["attachments"] = {"sol.txt": {"text/plain": b64("secret_attachment = 7")}}
+    lesson = cell("markdown", "A figure: ![f](attachment:fig.png)")
+    lesson["attachments"] = {"fig.png": {"image/png": "iVBORw0KGgo="},
+                             "hidden.txt": {"text/plain": b64("secret_unshown")}}
+    rc, text, _ = built_text(tmp_path, [answer, lesson])
+    assert rc == 0
+    assert_no_secret(text, "secret_attachment")
+    assert_no_secret(text, "secret_unshown")
+    cells = json.loads(text)["cells"]
+    assert "attachments" not in cells[0]
+    assert cells[1]["attachments"] == {"fig.png": {"image/png": "iVBORw0KGgo="}}
+
+
+def test_leak_text_attachment_with_solution_refused(tmp_path, capsys):
+    """An attachment the student copy still shows, whose text is a solution line: refused, nothing written."""
+    sol = cell("code", "### BEGIN SOLUTION\nanswer_value = 6 * 7\n### END SOLUTION")
+    shown = cell("markdown", "See ![n](attachment:n.txt)")
+    shown["attachments"] = {"n.txt": {"text/plain": b64("answer_value = 6 * 7")}}
+    rc, _, _ = built_text(tmp_path, [sol, shown])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "cell 2" in err and "solution text" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_hidden_tests_removed(tmp_path):
+    check = cell("code", "assert f() == 42\n### BEGIN HIDDEN TESTS\nassert f() != 43  # secret_hidden\n"
+                         "### END HIDDEN TESTS\nprint('ok')")
+    rc, text, _ = built_text(tmp_path, [cell("code", "def f():\n    ### BEGIN SOLUTION\n    return 42\n"
+                                                      "    ### END SOLUTION"), check])
+    assert rc == 0
+    assert_no_secret(text, "secret_hidden")
+    assert src(json.loads(text)["cells"][1]) == "assert f() == 42\nprint('ok')"
 
 
 # ----------------------------------------------------------------------------- the real notebooks

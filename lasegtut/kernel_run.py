@@ -1,0 +1,352 @@
+"""Run a list of code cells, top to bottom, in a fresh and confined Jupyter kernel.
+
+:func:`run_cells` is the grader's engine. One call = one kernel process, started with
+:mod:`lasegtut.sandbox` (memory cap, file-size cap, Landlock where the system has it) in its own
+scratch folder, which is its working directory, ``HOME`` and ``TMPDIR``. Each cell gets a time
+limit (the kernel is interrupted, then killed if it does not stop) and the whole run gets one too;
+a cell's kept output is capped, and no single kernel message may exceed a size cap, so a cell that
+prints gigabytes costs time (bounded by its limit), not memory. Whatever a cell does, the next
+cells still run while the kernel lives, and every process the kernel started is killed at the end.
+
+It talks to the kernel with ``jupyter_client`` directly (no nbclient): the error status of a cell
+comes from the kernel's ``execute_reply``, which is not lost when the output channel is flooded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LasegError
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+MAX_MESSAGE_BYTES = 32 * 2 ** 20  # one kernel message larger than this drops the connection (and the message)
+
+
+@dataclass
+class RunLimits:
+    """Limits of one kernel run."""
+
+    cell_timeout: float = 120.0
+    total_timeout: float = 600.0
+    memory_bytes: int = 4 * 2 ** 30
+    file_bytes: int = 2 ** 30
+    output_chars: int = 20_000
+    startup_timeout: float = 60.0
+    interrupt_grace: float = 5.0
+
+
+@dataclass
+class CellResult:
+    """What happened to one cell: ``status`` is ``ok``, ``error``, ``timeout`` or ``not_run``."""
+
+    status: str
+    ename: str = ""
+    evalue: str = ""
+    traceback: str = ""
+    output: str = ""
+    reason: str = ""  # for not_run: "timeout" or "died"
+    seconds: float = 0.0
+
+
+@dataclass
+class RunReport:
+    """The results of :func:`run_cells`, one per cell, and how the kernel ended."""
+
+    cells: list[CellResult] = field(default_factory=list)
+    note: str = ""  # e.g. why the run stopped early
+    seconds: float = 0.0
+    peak_rss_bytes: int | None = None
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (IPython colours its tracebacks)."""
+    return _ANSI_RE.sub("", text)
+
+
+def kernel_environment(scratch: Path, token: str, threads: int | None = None) -> dict[str, str]:
+    """The kernel's environment: the grader's, with every per-user folder moved into ``scratch``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_", "IPY", "MPL", "KERNEL_"))}
+    dirs = {"HOME": "home", "TMPDIR": "tmp", "IPYTHONDIR": "ipython", "MPLCONFIGDIR": "mpl",
+            "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data",
+            "JUPYTER_RUNTIME_DIR": "runtime", "JUPYTER_DATA_DIR": "jupyter"}
+    for var, sub in dirs.items():
+        (scratch / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(scratch / sub)
+    env.update(TEMP=env["TMPDIR"], TMP=env["TMPDIR"], MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
+               PYDEVD_DISABLE_FILE_VALIDATION="1", LASEGTUT_GRADE_TOKEN=token)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(var, str(threads))
+    return env
+
+
+def kill_leftovers(token: str) -> int:
+    """Kill every process whose environment carries ``LASEGTUT_GRADE_TOKEN=token``; return how many (Linux)."""
+    needle = f"LASEGTUT_GRADE_TOKEN={token}".encode()
+    killed: list[Path] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or not _running(entry):
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(entry)
+            except OSError:
+                pass
+    n = len(killed)
+    deadline = time.monotonic() + 2.0
+    while killed and time.monotonic() < deadline:  # SIGKILL is asynchronous: wait until they are gone
+        killed = [e for e in killed if _running(e)]
+        time.sleep(0.02)
+    return n
+
+
+def _running(entry: Path) -> bool:
+    """Whether /proc/PID is a process that has not exited (zombies have)."""
+    try:
+        return entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _peak_rss(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _Kernel:
+    """A sandboxed ipykernel process and a blocking client connected to it."""
+
+    def __init__(self, scratch: Path, limits: RunLimits, landlock_abi: int, threads: int | None) -> None:
+        import zmq
+        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_client.connect import write_connection_file
+
+        self.limits = limits
+        self.token = secrets.token_hex(16)
+        runtime = scratch / "runtime"
+        runtime.mkdir(parents=True, exist_ok=True)
+        conn_file, conn = write_connection_file(str(runtime / "kernel.json"), ip="127.0.0.1",
+                                                key=secrets.token_hex(32).encode())
+        ports = [conn[k] for k in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")]
+        sandbox_cfg = {"scratch": str(scratch), "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
+                       "landlock_abi": landlock_abi, "ports": ports, "parent_pid": os.getpid()}
+        cmd = [sys.executable, "-m", "lasegtut.sandbox", json.dumps(sandbox_cfg), "--",
+               sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"]
+        work = scratch / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = scratch / "kernel-stderr.txt"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(cmd, cwd=work, env=kernel_environment(scratch, self.token, threads),
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+        self.context = zmq.Context()
+        self.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.client = BlockingKernelClient(context=self.context)
+        self.client.load_connection_file(conn_file)
+        self.client.start_channels(hb=False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
+        self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, n: int = 300) -> str:
+        try:
+            text = self.stderr_path.read_bytes()[-4000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        return (lines[-1] if lines else "")[:n]
+
+    def wait_ready(self) -> None:
+        """Wait until the kernel answers on the shell channel and publishes on the output channel."""
+        deadline = time.monotonic() + self.limits.startup_timeout
+        shell_ok = iopub_ok = False
+        next_ping = 0.0
+        while not (shell_ok and iopub_ok):
+            now = time.monotonic()
+            if not self.alive():
+                raise LasegError(f"the kernel exited at start-up ({self.stderr_tail() or 'no message'})")
+            if now > deadline:
+                raise LasegError(f"the kernel did not start within {self.limits.startup_timeout:.0f} s")
+            if now >= next_ping:
+                self.client.kernel_info()
+                next_ping = now + 1.0
+            self.poller.poll(100)
+            while self.client.shell_channel.msg_ready():
+                if self.client.get_shell_msg(timeout=0)["msg_type"] == "kernel_info_reply":
+                    shell_ok = True
+            while self.client.iopub_channel.msg_ready():
+                self.client.get_iopub_msg(timeout=0)
+                iopub_ok = True
+
+    def reset_iopub(self) -> None:
+        """Replace the output channel's socket (ZeroMQ does not reconnect after an oversized message)."""
+        self.poller.unregister(self.client.iopub_channel.socket)
+        self.client.iopub_channel.close()
+        self.client._iopub_channel = None  # the property makes a new, connected channel
+        self.poller.register(self.client.iopub_channel.socket, __import__("zmq").POLLIN)
+        try:
+            self.wait_ready()
+        except LasegError:
+            pass  # the next cell will find a dead kernel, or run without output
+
+    def interrupt(self) -> None:
+        try:
+            os.kill(self.proc.pid, signal.SIGINT)
+        except OSError:
+            pass
+
+    def run_cell(self, source: str, timeout: float) -> CellResult:
+        """Execute one cell; never raises for anything the cell does."""
+        lim = self.limits
+        start = time.monotonic()
+        msg_id = self.client.execute(source, store_history=True, allow_stdin=False, stop_on_error=False)
+        out: list[str] = []
+        kept = dropped = 0
+        reply = None
+        idle = False
+        interrupted_at: float | None = None
+        reply_at = 0.0
+
+        def keep(text: str) -> None:
+            nonlocal kept, dropped
+            room = lim.output_chars - kept
+            if room > 0:
+                out.append(text[:room])
+            kept += min(len(text), max(room, 0))
+            dropped += max(len(text) - max(room, 0), 0)
+
+        while True:
+            now = time.monotonic()
+            if reply is not None and (idle or now - reply_at > 2.0):
+                break
+            if not self.alive():
+                return CellResult("error", "KernelDied", _death_message(self.proc.returncode, lim.memory_bytes),
+                                  output="".join(out), seconds=now - start)
+            if reply is None and interrupted_at is None and now - start > timeout:
+                self.interrupt()
+                interrupted_at = now
+            if interrupted_at is not None and reply is None and now - interrupted_at > lim.interrupt_grace:
+                return CellResult("timeout", "Timeout", f"still running after {timeout:.0f} s; the kernel was stopped",
+                                  output="".join(out), reason="killed", seconds=now - start)
+            self.poller.poll(50)
+            n = 0
+            while n < 2000 and self.client.iopub_channel.msg_ready():
+                n += 1
+                msg = self.client.get_iopub_msg(timeout=0)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    keep(content.get("text", ""))
+                elif kind in ("execute_result", "display_data"):
+                    keep(str(content.get("data", {}).get("text/plain", "")) + "\n")
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    idle = True
+            while reply is None and self.client.shell_channel.msg_ready():
+                msg = self.client.get_shell_msg(timeout=0)
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    reply, reply_at = msg["content"], time.monotonic()
+        text = "".join(out) + (f"\n[... {dropped:,d} more characters of output not kept]" if dropped else "")
+        if not idle:  # the output channel dropped a message over MAX_MESSAGE_BYTES and closed: open a new one
+            text += f"\n[output lost: one message was larger than {MAX_MESSAGE_BYTES // 2 ** 20} MiB]"
+            self.reset_iopub()
+        seconds = time.monotonic() - start
+        if interrupted_at is not None:
+            return CellResult("timeout", "Timeout", f"still running after {timeout:.0f} s; it was interrupted",
+                              output=text, seconds=seconds)
+        if reply.get("status") == "ok":
+            return CellResult("ok", output=text, seconds=seconds)
+        tb = strip_ansi("\n".join(reply.get("traceback", []) or []))
+        return CellResult("error", str(reply.get("ename", "Error")), strip_ansi(str(reply.get("evalue", ""))),
+                          traceback=tb[-lim.output_chars:], output=text, seconds=seconds)
+
+    def close(self) -> int | None:
+        """Stop the kernel and every process it started; return its peak resident memory (bytes) if known."""
+        peak = _peak_rss(self.proc.pid) if self.alive() else None
+        try:
+            self.client.stop_channels()
+        except Exception:  # noqa: BLE001 - closing must not fail
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_leftovers(self.token)
+        self.context.destroy(linger=0)
+        return peak
+
+
+def _death_message(returncode: int | None, memory_bytes: int) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = f" (out of memory? the cap is {memory_bytes / 2 ** 30:.1f} GiB)" if name == "SIGKILL" else ""
+        return f"the kernel died ({name}){hint}"
+    return f"the kernel exited (status {returncode})"
+
+
+def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits | None = None,
+              landlock_abi: int = 0, threads: int | None = None) -> RunReport:
+    """Run ``sources`` one after the other in a new sandboxed kernel working in ``scratch``.
+
+    Returns one :class:`CellResult` per source. A cell that raises is recorded and the next one
+    runs; a cell past ``limits.cell_timeout`` is interrupted (status ``timeout``) and the run goes
+    on, or, if the interrupt does not stop it, the kernel is killed and the remaining cells are
+    ``not_run`` (reason ``timeout``); the same when ``limits.total_timeout`` is reached. When the
+    kernel dies (memory cap, ``os._exit``), its cell is an ``error`` and the rest are ``not_run``
+    (reason ``died``). Raises :class:`LasegError` only when the kernel cannot start.
+    """
+    limits = limits or RunLimits()
+    scratch = Path(scratch)
+    start = time.monotonic()
+    report = RunReport()
+    kernel = _Kernel(scratch, limits, landlock_abi, threads)
+    try:
+        kernel.wait_ready()
+        for i, src in enumerate(sources):
+            left = limits.total_timeout - (time.monotonic() - start)
+            if left <= 0:
+                report.note = f"the notebook ran out of its {limits.total_timeout:.0f} s"
+                report.cells += [CellResult("not_run", reason="timeout") for _ in sources[i:]]
+                break
+            res = kernel.run_cell(src, min(limits.cell_timeout, left))
+            report.cells.append(res)
+            if res.ename == "KernelDied" or res.reason == "killed":
+                why = "died" if res.ename == "KernelDied" else "timeout"
+                report.note = res.evalue if why == "died" else f"cell {i + 1} would not stop; the kernel was killed"
+                report.cells += [CellResult("not_run", reason=why) for _ in sources[i + 1:]]
+                break
+    finally:
+        report.peak_rss_bytes = kernel.close()
+        report.seconds = time.monotonic() - start
+    return report
