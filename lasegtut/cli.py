@@ -56,10 +56,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_cohort(inputs: Sequence[str], output: str) -> bool:
+    return (len(inputs) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir()
+            or not output.endswith((".nii", ".nii.gz")))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
-    report = predict_file(args.input, args.output, weights=args.weights, force=args.force,
+    if _is_cohort(args.input, args.output):
+        from .cohort import predict_folder
+
+        table, rows = predict_folder(args.input, args.output, weights=args.weights, device=args.device,
+                                     body_sizes=args.body_sizes, force=args.force, tta=args.tta,
+                                     largest_component=not args.no_lcc, progress=not args.json)
+        bad = [r for r in rows if r["status"] != "ok"]
+        print(f"wrote {len(rows) - len(bad)} masks and {table} ({len(rows)} scans)")
+        for r in bad:
+            print(f"lasegtut predict: {r['case']}: {r['status']}", file=sys.stderr)
+        if args.json:
+            _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad)})
+        return 0
+    if args.body_sizes:
+        raise LasegError("--body-sizes is for a folder of scans; for one scan use `lasegtut volume MASK --height-cm --weight-kg`")
+    report = predict_file(args.input[0], args.output, weights=args.weights, force=args.force,
                           tta=args.tta, largest_component=not args.no_lcc, device=args.device)
     print(f"wrote {report['output']}")
     print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
@@ -72,6 +92,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if Path(args.pred).is_dir() or Path(args.label).is_dir():
+        return _evaluate_folders(args)
     from .data import load_mask
     from .metrics import evaluate_masks
     from .volume import volume_ml
@@ -91,6 +113,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"volume: predicted {m['volume_pred_ml']:.1f} mL, label {m['volume_label_ml']:.1f} mL")
     if args.json:
         _print_json({k: (None if v == float("inf") else v) for k, v in m.items()})
+    return 0
+
+
+def _evaluate_folders(args: argparse.Namespace) -> int:
+    from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders
+    from .evaluation import format_table
+
+    if not (Path(args.pred).is_dir() and Path(args.label).is_dir()):
+        raise LasegError("give two folders (predictions, labels) or two mask files")
+    rows, summary = evaluate_folders(args.pred, args.label)
+    print(format_table(rows, SCORE_COLUMNS, summary=False, digits={"hd95_mm": 2, "assd_mm": 2}))
+    means = "  ".join(f"{k} {v['mean']:.3f} (SD {v['sd']:.3f})" for k, v in summary.items()
+                      if k in ("dice", "hd95_mm", "assd_mm"))
+    print(f"mean over {len(rows)} cases: {means}; mean |volume error| {summary['mean_abs_volume_error_pct']:.1f}%; "
+          f"worst Dice: {summary['dice']['worst']}")
+    if args.out:
+        _write_csv(Path(args.out), SCORE_COLUMNS, rows)
+        print(f"wrote {args.out}")
+    if args.json:
+        _print_json({"cases": rows, "summary": summary})
     return 0
 
 
@@ -230,9 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-minutes", type=float, help="shorten the run to fit this many minutes of training")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sp = add("predict", cmd_predict, "segment the left atrium in a NIfTI scan and print its volume")
-    sp.add_argument("input", help="input scan (.nii or .nii.gz), any orientation")
-    sp.add_argument("output", help="output mask (.nii.gz), uint8, same grid as the input")
+    sp = add("predict", cmd_predict, "segment the left atrium in NIfTI scans and print their volumes")
+    sp.add_argument("input", nargs="+", help="input scan (.nii or .nii.gz, any orientation), several scans, "
+                    "or a folder of them")
+    sp.add_argument("output", help="output mask (.nii.gz, uint8, same grid as the input); for several scans "
+                    "or a folder: an output folder (one mask per scan and volumes.csv)")
+    sp.add_argument("--body-sizes", help="with a folder: CSV with the columns case,height_cm,weight_kg, "
+                    "to add BSA, LA volume index and grade to volumes.csv")
     sp.add_argument("--weights", nargs="+", help="weights file(s) (default: the shipped model); several "
                     "are averaged, e.g. models trained on slices across different axes")
     sp.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu or cuda")
@@ -242,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
-    sp = add("evaluate", cmd_evaluate, "compare a predicted mask with a label: Dice, IoU, HD95, ASSD, volumes")
-    sp.add_argument("pred", help="predicted mask (NIfTI)")
-    sp.add_argument("label", help="reference mask (NIfTI) on the same grid")
+    sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, volumes")
+    sp.add_argument("pred", help="predicted mask (NIfTI), or a folder of them")
+    sp.add_argument("label", help="reference mask (NIfTI) on the same grid, or a folder (same case names)")
+    sp.add_argument("--out", help="with folders: write the per-case table to this CSV")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("volume", cmd_volume, "left-atrium volume (mL), and with height and weight the volume index and grade")

@@ -364,6 +364,24 @@ def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) ->
     return np.ascontiguousarray(nib.orientations.apply_orientation(mask_ras, transform))
 
 
+def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os.PathLike) -> Path:
+    """Save an RAS mask on the grid of the scan it was predicted from: back in the scan's own
+    orientation, with its affine and header, as uint8. Written under a temporary name in the
+    same folder and renamed, so a crash or a full disk never leaves a half-written mask."""
+    import gzip
+
+    from .preprocess import atomic_write
+
+    output = Path(output)
+    mask = _to_original_orientation(mask_ras, original)
+    header = original.header.copy()
+    header.set_data_dtype(np.uint8)
+    header["scl_slope"], header["scl_inter"] = 1, 0
+    data = nib.Nifti1Image(mask, original.affine, header).to_bytes()
+    atomic_write(output, lambda f: f.write(gzip.compress(data, compresslevel=6) if output.name.endswith(".gz") else data))
+    return output
+
+
 def _check_output(output: Path, force: bool) -> None:
     name = output.name
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
@@ -408,14 +426,8 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     if not mask_ras.any():
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
+    write_mask(mask_ras, original, output)
     mask = _to_original_orientation(mask_ras, original)
-    header = original.header.copy()
-    header.set_data_dtype(np.uint8)
-    header["scl_slope"], header["scl_inter"] = 1, 0
-    out_img = nib.Nifti1Image(mask, original.affine, header)
-    tmp = output.with_name(".tmp-" + output.name)
-    nib.save(out_img, str(tmp))
-    os.replace(tmp, output)
     ml = volume_ml(mask, spacing)
     lo, hi = PLAUSIBLE_ML
     status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "

@@ -1,0 +1,79 @@
+"""Many scans at once: a folder in, masks and volumes.csv out; safe to rerun; bad scans reported."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from conftest import SAMPLE
+from lasegtut.cli import main
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cohort")
+    scans = tmp / "scans"
+    scans.mkdir()
+    for c in ("la_009", "la_020"):
+        shutil.copy(SAMPLE / "imagesTr" / f"{c}.nii.gz", scans / f"{c}.nii.gz")
+    (scans / "broken.nii.gz").write_bytes(b"not a nifti file")
+    (tmp / "body.csv").write_text("case,height_cm,weight_kg\nla_009,170,70\nla_020,182,95\n")
+    out = tmp / "out"
+    rc = main(["predict", str(scans), str(out), "--body-sizes", str(tmp / "body.csv"), "--device", "cpu"])
+    return tmp, scans, out, rc
+
+
+def read(table):
+    with open(table, newline="") as f:
+        return {r["case"]: r for r in csv.DictReader(f)}
+
+
+def test_folder_gives_masks_and_a_table_and_goes_on_after_a_bad_scan(cohort, capsys):
+    tmp, scans, out, rc = cohort
+    assert rc == 0
+    rows = read(out / "volumes.csv")
+    assert set(rows) == {"la_009", "la_020", "broken"}
+    assert rows["broken"]["status"].startswith("error:") and not (out / "broken.nii.gz").exists()
+    for c in ("la_009", "la_020"):
+        r = rows[c]
+        assert r["status"] == "ok" and (out / f"{c}.nii.gz").is_file()
+        assert 40 < float(r["volume_ml"]) < 200 and float(r["bsa_m2"]) > 1.5 and r["grade"]
+    assert not list(out.glob(".*tmp"))  # no temporaries left
+
+
+def test_rerun_skips_what_is_done_and_redoes_the_rest(cohort):
+    tmp, scans, out, _ = cohort
+    before = (out / "la_009.nii.gz").stat().st_mtime_ns
+    (out / "la_020.nii.gz").unlink()  # as if the run had been interrupted before this mask
+    assert main(["predict", str(scans), str(out), "--device", "cpu", "--json"]) == 0
+    assert (out / "la_009.nii.gz").stat().st_mtime_ns == before  # skipped
+    assert (out / "la_020.nii.gz").is_file() and read(out / "volumes.csv")["la_020"]["status"] == "ok"
+
+
+def test_evaluate_folders_matches_single_evaluations(cohort, capsys):
+    tmp, scans, out, _ = cohort
+    labels = tmp / "labels"
+    labels.mkdir()
+    masks = tmp / "masks"
+    masks.mkdir()
+    for c in ("la_009", "la_020"):
+        shutil.copy(SAMPLE / "labelsTr" / f"{c}.nii.gz", labels / f"{c}.nii.gz")
+        shutil.copy(out / f"{c}.nii.gz", masks / f"{c}.nii.gz")
+    capsys.readouterr()
+    assert main(["evaluate", str(masks), str(labels), "--out", str(tmp / "scores.csv"), "--json"]) == 0
+    folder = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", str(masks / "la_009.nii.gz"), str(labels / "la_009.nii.gz"), "--json"]) == 0
+    single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = next(r for r in folder["cases"] if r["case"] == "la_009")
+    assert row["dice"] == pytest.approx(single["dice"]) and row["hd95_mm"] == pytest.approx(single["hd95_mm"])
+    assert folder["summary"]["dice"]["mean"] == pytest.approx(sum(r["dice"] for r in folder["cases"]) / 2)
+    assert set(read(tmp / "scores.csv")) == {"la_009", "la_020"}
+
+
+def test_output_folder_may_not_be_the_scans_folder(cohort, capsys):
+    tmp, scans, out, _ = cohort
+    assert main(["predict", str(scans), str(scans)]) == 2
+    assert "replace them" in capsys.readouterr().err
+    assert sorted(p.name for p in scans.iterdir()) == ["broken.nii.gz", "la_009.nii.gz", "la_020.nii.gz"]
