@@ -251,6 +251,7 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
             "la_slices": [int(i) for i in np.flatnonzero(msk.reshape(len(msk), -1).any(1))],
         }
         done.append(cid)
+        del case, img, msk  # before the next case is read: one case in memory at a time
         tmp = index_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(index, indent=1))
         os.replace(tmp, index_path)
