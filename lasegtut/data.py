@@ -206,21 +206,27 @@ def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
         raise LasegError(f"{case_id}: label affine differs from the image affine")
     img, lab = to_ras(img), to_ras(lab)
     image = read_array(img, img_path)
-    label_f = read_array(lab, lab_path)
-    values = np.unique(label_f)
-    if not np.isin(values, (0, 1)).all():
-        bad = [v for v in values.tolist() if v not in (0, 1)][:5]
+    label = read_array(lab, lab_path, dtype=None)  # the file's own type (uint8 in MSD): no float copy
+    if label.dtype.kind in "biu":
+        binary = label.size == 0 or (label.min() >= 0 and label.max() <= 1)
+    else:
+        binary = not ((label != 0) & (label != 1)).any()
+    if not binary:
+        bad = [v for v in np.unique(label).tolist() if v not in (0, 1)][:5]
         raise LasegError(f"{case_id}: label values {bad} outside {{0, 1}}")
-    return Case(case_id, image, label_f.astype(np.uint8), spacing_of(img), img.affine.copy())
+    return Case(case_id, image, label.astype(np.uint8), spacing_of(img), img.affine.copy())
 
 
 def image_hash(image: np.ndarray) -> str:
     """SHA-1 of the voxel values (shape and float32 bytes): equal hashes mean identical images."""
     import hashlib
 
-    a = np.ascontiguousarray(image, dtype=np.float32)
+    a = np.asarray(image)
+    a = a.reshape(1) if a.ndim == 0 else a  # as np.ascontiguousarray has it
     h = hashlib.sha1(str(a.shape).encode())
-    h.update(a.tobytes())
+    # the float32 bytes in C order, one plane at a time: no copy of the whole volume
+    for plane in a:
+        h.update(np.ascontiguousarray(plane, dtype=np.float32).data)
     return h.hexdigest()
 
 

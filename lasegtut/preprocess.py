@@ -303,6 +303,7 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
             "la_slices": [int(i) for i in np.flatnonzero(msk.reshape(len(msk), -1).any(1))],
         }
         done.append(cid)
+        del case, img, msk  # before the next case is read: one case in memory at a time
         write_json_atomic(index_path, index)
     index["data_root"] = str(root)
     write_json_atomic(index_path, index)

@@ -7,6 +7,13 @@ headless browser, and never depends on an interactive matplotlib backend. Withou
 kernel (a notebook read on GitHub) a widget shows nothing: the course always draws a static
 figure of the same data just before it.
 
+Works with ipywidgets 7.7+ and 8: Colab preinstalls 7.x and its front end has a history of not
+rendering 8 (colabtools issues 3020, 4525), so the course keeps what Colab has, while Binder and
+JupyterLab 4 use 8. Only widgets, traits and calls that both majors have are used (``Image``
+with PNG bytes, sliders, ``Dropdown``, ``HBox``/``VBox``, ``Layout``, ``add_class``,
+``observe``/``unobserve``), and ipywidgets is imported only when a widget is built.
+``tests/test_widgets_versions.py`` runs the widget tests under both majors.
+
 CSS classes, for tests and styling: the viewer's box is ``lasegtut-slice-viewer`` and its
 picture ``lasegtut-slice-image``; its slider is a plain ``IntSlider`` described ``"slice"``.
 The explorer's box is ``lasegtut-augment-explorer`` and its picture ``lasegtut-augment-image``;

@@ -95,6 +95,26 @@ def test_resolution_order(tmp_path, monkeypatch):
     assert data.resolve_data_dir(tmp_path / "dest") == tmp_path / "dest" / "Task02_Heart"
 
 
+@pytest.mark.parametrize("stored,ok", [
+    (np.uint8, [0, 1]), (np.int16, [0, 1]), (np.float32, [0.0, 1.0]), (np.float64, [0.0, 1.0]),
+    (np.uint8, [0, 2]), (np.int16, [-1, 1]), (np.float32, [0.0, 0.5]), (np.float32, [1.0, np.nan]),
+])
+def test_label_values_checked_in_the_files_own_type(tmp_path, stored, ok):
+    """A label is read in the type it is stored in (no float copy of a uint8 label), and any
+    value other than 0 and 1 is refused whatever that type."""
+    img = np.random.default_rng(0).random((8, 8, 4)).astype(np.float32)
+    lab = np.zeros((8, 8, 4), stored)
+    lab[2:4, 2:4, 1:3] = ok[1]
+    lab[0, 0, 0] = ok[0]
+    root = make_msd(tmp_path / "msd", {"la_001": (img, lab)})
+    if all(v in (0, 1) for v in ok):
+        case = data.load_case(root, "la_001")
+        assert case.label.dtype == np.uint8 and int(case.label.sum()) == 8
+    else:
+        with pytest.raises(LasegError, match=r"label values .* outside \{0, 1\}"):
+            data.load_case(root, "la_001")
+
+
 @pytest.mark.parametrize("problem,message", [
     ("missing_folder", "does not exist"),
     ("no_json", "dataset.json is missing"),
@@ -166,3 +186,14 @@ def test_image_hash_finds_identical_voxels():
     b[0, 0, 0] += 1
     assert data.image_hash(a) != data.image_hash(b)
     assert data.image_hash(a) != data.image_hash(a.reshape(3, 2, 4))
+
+
+def test_image_hash_is_the_sha1_of_shape_and_float32_bytes():
+    """The definition stays put (caches and splits store these hashes) whatever the array's
+    layout or type; it is computed plane by plane, without a copy of the volume."""
+    import hashlib
+
+    for a in (np.arange(60, dtype=np.int16).reshape(3, 4, 5).transpose(2, 0, 1)[:, ::-1],
+              np.random.default_rng(1).random((4, 3, 2)), np.float32(2.5), np.arange(3.0)):
+        c = np.ascontiguousarray(a, dtype=np.float32)
+        assert data.image_hash(a) == hashlib.sha1(str(c.shape).encode() + c.tobytes()).hexdigest()

@@ -64,3 +64,47 @@ def test_anatomical_reorientation_is_a_transpose(case):
     assert int(out.sum()) == int(case.label.sum())
     assert sorted(out.shape) == sorted(case.label.shape)
     assert sorted(spacing) == sorted(case.spacing)
+
+
+def test_augment_explorer_redraws_on_release(case):
+    from lasegtut.preprocess import preprocess_mask, preprocess_volume
+    from lasegtut.widgets import augment_explorer
+
+    import ipywidgets as W
+
+    img, msk = preprocess_volume(case.image), preprocess_mask(case.label)
+    z = int(np.argmax(msk.reshape(len(msk), -1).sum(1)))
+    box = augment_explorer(img[z], msk[z], n=2)
+    found = {}
+
+    def walk(w):
+        if isinstance(w, W.Image):
+            found["image"] = w
+        elif isinstance(w, (W.IntSlider, W.FloatSlider)):
+            found[w.description] = w
+        for c in getattr(w, "children", ()):
+            walk(c)
+
+    walk(box)
+    assert {"rotation (deg)", "zoom +-", "elastic alpha (px)", "seed"} <= set(found)
+    assert not found["seed"].continuous_update  # redraws when the slider is released
+    first = bytes(found["image"].value)
+    assert first[:4] == b"\x89PNG"
+    found["seed"].value = 7
+    assert bytes(found["image"].value) not in (b"", first)
+
+
+def test_notebook_progress_bar_is_a_widget():
+    """tqdm's notebook bar (used by the course's loops and by Lightning in a notebook) builds
+    its ipywidgets bar and follows the count."""
+    import ipywidgets as W
+    from tqdm.notebook import tqdm
+
+    bar = tqdm(total=4, desc="demo", display=False, mininterval=0)
+    bar.update(3)
+    progress = [w for w in bar.container.children if isinstance(w, W.FloatProgress)]
+    assert isinstance(bar.container, W.HBox) and len(progress) == 1
+    assert progress[0].value == 3 and progress[0].max == 4
+    bar.update(1)
+    bar.close()
+    assert progress[0].bar_style == "success"
