@@ -94,3 +94,21 @@ def test_gpu_script_refuses_without_a_gpu_or_a_pack(tmp_path):
         proc = subprocess.run([sys.executable, script, "--out", str(tmp_path), "--pack", "x"],
                               capture_output=True, text=True)
         assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+
+
+def test_data_loader_workers_follow_the_cpus_available(monkeypatch, tmp_path):
+    """A profile asking for more workers than the machine has cores gets cores - 1 (Colab: 2 vCPUs)."""
+    import lasegtut.training as training
+
+    seen = {}
+    real = training.datamodule
+
+    def spy(prof, *a, **k):
+        seen["workers"] = prof.num_workers
+        return real(prof, *a, **k)
+
+    monkeypatch.setattr(training, "available_cpus", lambda: 2)
+    monkeypatch.setattr(training, "datamodule", spy)
+    prof = replace(get_profile("ci"), num_workers=4, epochs=1, limit_train_batches=1, limit_val_batches=1)
+    train(SAMPLE, prof, tmp_path / "run", progress=False)
+    assert seen["workers"] == 1
