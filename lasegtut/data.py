@@ -11,7 +11,9 @@ Every volume is brought to RAS orientation (``nibabel.as_closest_canonical``) so
 axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whatever its
 header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
 (RAS as the header states it: the Task02_Heart headers are plain diagonal matrices that do not
-match the anatomy; see :mod:`lasegtut.anatomy` for the true directions.)
+match the anatomy. Read from the anatomy, array axis 0 runs posterior -> anterior, axis 1
+inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`.
+So the files' own slices, across axis 2, are sagittal sections; see :mod:`lasegtut.anatomy`.)
 
 Where the data comes from (first match wins):
 
@@ -38,6 +40,10 @@ BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 #: The three bundled cases; they are never used for training the shipped model.
 VALIDATION_CASES = ("la_009", "la_014", "la_020")
 ENV_VAR = "LASEG_DATA_DIR"
+#: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
+#: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
+#: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).
+MSD_HEART_AXCODES = ("A", "S", "R")
 
 
 @dataclass

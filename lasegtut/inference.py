@@ -8,7 +8,7 @@ The steps mirror training, so the network sees what it was trained on:
 3. stack each slice with the neighbours the model was trained with (2.5D input, see
    :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
    mirrored slices, averaging the probabilities: flip test-time augmentation, off by default),
-4. resize the probabilities back to the crop, back to the axial layout, threshold at 0.5, paste
+4. resize the probabilities back to the crop, back to the files' slice layout, threshold at 0.5, paste
    into the full grid,
 5. optionally keep only the largest 3D connected component (the atrium is one object),
 6. reorient back to the input's own orientation and save as uint8 with the input's affine.
