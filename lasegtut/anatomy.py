@@ -10,12 +10,12 @@ atrium -> left ventricle -> body. :func:`heart_schematic` puts both side by side
 The shapes are deliberately simple (ellipses, tubes and arrows): a map, not an atlas.
 
 **Where the scan's axes really point.** The MSD Task02_Heart files carry a plain diagonal affine,
-so nibabel reports them as RAS and the library calls array axis 2 the "axial" axis. The anatomy
+so nibabel reports them as RAS, as if array axis 2 ran from the feet to the head. The anatomy
 in the voxels says otherwise: the spine lies at low x and the aortic arch at high y, and the
 descending aorta (which runs on the patient's left of the spine) lies at low z. So array axis 0
 runs posterior -> anterior, axis 1 inferior -> superior and axis 2 from the patient's left to
-right: :data:`MSD_HEART_AXCODES` = ``("A", "S", "R")``, and the course's 2D slices are *sagittal*
-sections. This changes nothing for training or for volumes (the spacing per axis is right), but
+right: :data:`MSD_HEART_AXCODES` = ``("A", "S", "R")``, so the files' own slices (across axis 2) are
+*sagittal* sections and the shipped model's slices (across axis 0) are *coronal* sections. This changes nothing for training or for volumes (the spacing per axis is right), but
 a picture for anatomy should be reoriented first: :func:`to_anatomical` does it (a pure
 transpose), and :func:`three_planes` / :func:`draw_plane` show true axial, coronal and sagittal
 planes in the radiological convention (axial and coronal: patient's right on the viewer's left;
@@ -30,19 +30,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
-from .plots import LA_COLOR, display_range, la_center, overlay
+from .data import MSD_HEART_AXCODES
+from .plots import FIG_DPI, LA_COLOR, display_range, draw_letters, la_center, overlay, slice_letters
 
-#: Anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
-#: :func:`lasegtut.data.load_case` (read from the anatomy; the header says RAS).
-MSD_HEART_AXCODES = ("A", "S", "R")
+# MSD_HEART_AXCODES (imported above from lasegtut.data): the true direction of array axes 0, 1, 2
+# of an MSD Task02_Heart volume as loaded by lasegtut.data.load_case (the header says RAS).
 #: The three anatomical planes, and the RAS array axis each one holds fixed.
 PLANES = ("axial", "coronal", "sagittal")
 _FIXED_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 #: Directions at the (top, bottom, left, right) edges of each plane in the radiological convention.
 _LETTERS = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"), "sagittal": ("S", "I", "A", "P")}
-#: Directions at the (top, bottom, left, right) edges of an MSD heart slice ``z`` shown with
-#: :func:`lasegtut.plots.axial` (the way the course shows the model's 2D slices): a sagittal section.
-STORED_SLICE_LETTERS = ("S", "I", "P", "A")
+#: Directions at the (top, bottom, left, right) edges of one of the files' own slices (across array
+#: axis 2) of an MSD heart scan shown with :func:`lasegtut.plots.array_slice`: a sagittal section,
+#: ``("S", "I", "P", "A")``.
+STORED_SLICE_LETTERS = slice_letters(2, MSD_HEART_AXCODES)
 
 BLUE = "#4a7fc1"       # deoxygenated blood
 BLUE_FILL = "#c9dcf2"
@@ -74,7 +75,7 @@ def draw_heart(ax: plt.Axes | None = None) -> plt.Axes:
     """Draw the four chambers, valves, great vessels and blood path on ``ax`` (frontal view,
     patient's right on the viewer's left). Coordinates are arbitrary drawing units."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5), dpi=80)
+        _, ax = plt.subplots(figsize=(5, 5), dpi=FIG_DPI)
     # great vessels (behind the chambers)
     _tube(ax, [(-2.0, 3.5), (-2.0, 1.3)], BLUE, BLUE_FILL)                              # superior vena cava
     _tube(ax, [(-3.1, -2.9), (-3.1, -0.9), (-2.45, 0.45)], BLUE, BLUE_FILL)             # inferior vena cava
@@ -124,7 +125,7 @@ def draw_heart(ax: plt.Axes | None = None) -> plt.Axes:
 def draw_circulation(ax: plt.Axes | None = None) -> plt.Axes:
     """Draw the double circulation as a loop of boxes and arrows, with the left atrium marked."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 5), dpi=80)
+        _, ax = plt.subplots(figsize=(4, 5), dpi=FIG_DPI)
     boxes = {  # name: (x, y, text, edge colour, fill)
         "lungs": (0.0, 3.0, "lungs\n(pick up O$_2$)", "dimgray", "#eeeeee"),
         "RV": (-1.4, 1.2, "right\nventricle", BLUE, BLUE_FILL),
@@ -155,7 +156,7 @@ def draw_circulation(ax: plt.Axes | None = None) -> plt.Axes:
     return ax
 
 
-def heart_schematic(dpi: int = 80) -> Figure:
+def heart_schematic(dpi: int = FIG_DPI) -> Figure:
     """Both drawings side by side: the chambers (left) and the blood path as a loop (right)."""
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=dpi, gridspec_kw={"width_ratios": [1.1, 0.9]})
     draw_heart(axes[0])
@@ -221,13 +222,10 @@ def plane_aspect(plane: str, spacing: Sequence[float] | None) -> float:
     return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[plane]
 
 
-def orientation_letters(ax: plt.Axes, plane: str | Sequence[str], color: str = "yellow", size: float = 8) -> None:
+def orientation_letters(ax: plt.Axes, plane: str | Sequence[str], color: str = "yellow", size: float = 9) -> None:
     """Write the anatomical directions (A/P, R/L, S/I) at the edges of a :func:`plane_slice` image;
     ``plane`` may also be the four letters (top, bottom, left, right), e.g. :data:`STORED_SLICE_LETTERS`."""
-    top, bottom, left, right = _LETTERS[plane] if isinstance(plane, str) else plane
-    kw = dict(color=color, fontsize=size, transform=ax.transAxes, ha="center", va="center", weight="bold")
-    for (x, y), t in (((0.5, 0.95), top), ((0.5, 0.05), bottom), ((0.04, 0.5), left), ((0.96, 0.5), right)):
-        ax.text(x, y, t, **kw)
+    draw_letters(ax, _LETTERS[plane] if isinstance(plane, str) else plane, color=color, size=size)
 
 
 def draw_plane(ax: plt.Axes, volume: np.ndarray, plane: str, index: int, label: np.ndarray | None = None,
@@ -246,7 +244,7 @@ def draw_plane(ax: plt.Axes, volume: np.ndarray, plane: str, index: int, label: 
 
 def three_planes(image: np.ndarray, label: np.ndarray | None = None, spacing: Sequence[float] | None = None,
                  center: Sequence[int] | None = None, *, title: str = "", size: float = 3.2,
-                 trim: bool = True, dpi: int = 80) -> Figure:
+                 trim: bool = True, dpi: int = FIG_DPI) -> Figure:
     """True axial, coronal and sagittal planes through ``center`` (RAS voxel indices; default the
     label's centre of mass) of a true-RAS volume (see :func:`to_anatomical`), label outlined,
     dotted lines where the other two planes cut, in mm proportions. ``trim`` leaves out the

@@ -11,7 +11,9 @@ Every volume is brought to RAS orientation (``nibabel.as_closest_canonical``) so
 axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whatever its
 header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
 (RAS as the header states it: the Task02_Heart headers are plain diagonal matrices that do not
-match the anatomy; see :mod:`lasegtut.anatomy` for the true directions.)
+match the anatomy. Read from the anatomy, array axis 0 runs posterior -> anterior, axis 1
+inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`.
+So the files' own slices, across axis 2, are sagittal sections; see :mod:`lasegtut.anatomy`.)
 
 Where the data comes from (first match wins):
 
@@ -37,7 +39,18 @@ from .errors import LasegError
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 #: The three bundled cases; they are never used for training the shipped model.
 VALIDATION_CASES = ("la_009", "la_014", "la_020")
+#: Labelled cases in the official Task02_Heart release (it also has 10 unlabelled test scans).
+MSD_LABELLED_CASES = 20
+#: Task02_Heart holds one scan twice, with two different labels: la_005 and la_026.
+DUPLICATE_CASES = ("la_005", "la_026")
+#: That scan and its two labels, cropped around the atrium, shipped with the course (about 1 MB;
+#: CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson runs in any clone.
+DUPLICATE_PAIR = BUNDLED_SAMPLE.parent / "duplicate_pair"
 ENV_VAR = "LASEG_DATA_DIR"
+#: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
+#: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
+#: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).
+MSD_HEART_AXCODES = ("A", "S", "R")
 
 
 @dataclass
@@ -215,6 +228,29 @@ def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
         bad = [v for v in np.unique(label).tolist() if v not in (0, 1)][:5]
         raise LasegError(f"{case_id}: label values {bad} outside {{0, 1}}")
     return Case(case_id, image, label.astype(np.uint8), spacing_of(img), img.affine.copy())
+
+
+def duplicate_pair(root: str | os.PathLike | None = None) -> tuple[Case, Case, Path]:
+    """The scan that Task02_Heart holds twice (:data:`DUPLICATE_CASES`), once with each label.
+
+    Read from ``root`` (None: ``$LASEG_DATA_DIR``) when that folder lists both cases, e.g. the full
+    data set after ``lasegtut download``; otherwise from the crop shipped with the course
+    (:data:`DUPLICATE_PAIR`), which holds every voxel of both labels, so overlap and surface
+    distances between them are the same as on the full scans.
+
+    Returns:
+        ``(case la_005, case la_026, the folder they were read from)``.
+    """
+    folder = DUPLICATE_PAIR
+    try:
+        resolved = resolve_data_dir(root)
+        if set(DUPLICATE_CASES) <= set(list_cases(resolved)):
+            folder = resolved
+    except LasegError:
+        if root is not None:
+            raise
+    a, b = (load_case(folder, c) for c in DUPLICATE_CASES)
+    return a, b, folder
 
 
 def image_hash(image: np.ndarray) -> str:

@@ -17,23 +17,24 @@ from .errors import LasegError
 
 def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike,
                      spacing: tuple[float, float, float], title: str = "") -> Path:
-    """Three orthogonal views through the atrium's centre (array axes z, y, x fixed) with the label
-    (orange) and prediction (teal, dashed) outlined. Arrays are RAS ``(x, y, z)``."""
+    """Three orthogonal views through the atrium's centre (across array axes 2, 1 and 0) with the
+    label (orange) and prediction (teal, dashed) outlined and orientation letters. Arrays are
+    ``(x, y, z)`` of an MSD heart scan as :func:`lasegtut.data.load_case` returns them."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import axial, coronal, overlay, sagittal
+    from .plots import FIG_DPI, array_slice, overlay, plane_name, slice_aspect, slice_letters
 
     ref = label if label.any() else pred
-    cx, cy, cz = (int(round(c)) for c in np.argwhere(ref).mean(0)) if ref.any() else (s // 2 for s in image.shape)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), dpi=90)
-    overlay(axes[0], axial(image, cz), axial(label, cz), axial(pred, cz), title=f"fixed z={cz}")
-    ratio = spacing[2] / spacing[0]
-    overlay(axes[1], coronal(image, cy), coronal(label, cy), coronal(pred, cy), title=f"fixed y={cy}", aspect=ratio)
-    overlay(axes[2], sagittal(image, cx), sagittal(label, cx), sagittal(pred, cx), title=f"fixed x={cx}",
-            aspect=spacing[2] / spacing[1])
+    centre = [int(round(c)) for c in np.argwhere(ref).mean(0)] if ref.any() else [s // 2 for s in image.shape]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), dpi=FIG_DPI)
+    for ax, axis in zip(axes, (2, 1, 0)):
+        k = centre[axis]
+        overlay(ax, array_slice(image, k, axis), array_slice(label, k, axis), array_slice(pred, k, axis),
+                title=f"{'xyz'[axis]} = {k}: {plane_name(axis)}", aspect=slice_aspect(axis, spacing),
+                letters=slice_letters(axis))
     fig.suptitle(title + "   orange: expert label, teal dashed: model", fontsize=10)
     fig.tight_layout()
     path = Path(path)

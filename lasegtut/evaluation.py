@@ -7,8 +7,9 @@ measure both volumes with :func:`lasegtut.volume.volume_ml` -- and returns plain
 (:func:`per_slice_dice`, :func:`best_worst_slices`), compare two measurement methods
 (:func:`bland_altman_stats`) and read Lightning's CSV training log (:func:`read_metrics_csv`).
 
-Conventions: volumes are RAS arrays ``(x, y, z)``; slices are taken along axis 2 (axial);
-spacing and distances are in mm; volumes in mL.
+Conventions: volumes are RAS arrays ``(x, y, z)``; per-slice helpers take the array ``axis`` their
+slices cut across (default 2: the files' own slices; a model's is ``info["slice_axis"]``); spacing
+and distances are in mm; volumes in mL.
 """
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = ROW_KEYS, *, sum
 
 
 def per_slice_dice(pred: np.ndarray, label: np.ndarray, axis: int = 2) -> np.ndarray:
-    """Dice of every slice along ``axis`` (default 2: axial slices of an ``(x, y, z)`` volume).
+    """Dice of every slice across array ``axis`` (default 2: the files' own slices of an
+    ``(x, y, z)`` volume).
 
     Returns:
         float array with one value per slice; NaN where the *label* slice is empty (there is no

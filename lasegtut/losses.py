@@ -14,7 +14,7 @@ probabilities instead::
 Choices made here (and why):
 
 - **Batch-pooled**: the sums run over *every pixel of the whole batch* at once, not per image
-  then averaged. We train on 2D axial slices and most slices contain no atrium at all; a
+  then averaged. We train on 2D slices and most slices contain no atrium at all; a
   per-slice Dice on such a slice is ``smooth / (sum(p) + smooth)``, which punishes a handful of
   false-positive pixels as hard as missing a whole atrium and makes training noisy. Pooling
   weighs every pixel equally across the batch and stays well defined.

@@ -1,4 +1,4 @@
-"""A 2D U-Net for left-atrium segmentation of axial MRI slices.
+"""A 2D U-Net for left-atrium segmentation of 2D MRI slices (any array axis; see ``slice_axis``).
 
 Input tensors are ``(batch, 1, H, W)`` float32 images scaled to [0, 1]; the output is
 ``(batch, 1, H, W)`` *logits* (apply ``torch.sigmoid`` for a probability of "left atrium").

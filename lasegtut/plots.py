@@ -1,9 +1,21 @@
 """Figures for the course: slices, overlays and animations (matplotlib + celluloid).
 
-Conventions: volumes are RAS arrays ``(x, y, z)``. To show an axial slice the way radiologists
-look at it (patient's right on the screen's left, anterior up), :func:`axial` transposes and
-flips ``volume[:, :, k]``. Every function takes plain arrays and returns matplotlib objects, so
-notebooks stay short and figures look the same everywhere.
+Conventions: volumes are ``(x, y, z)`` arrays as :func:`lasegtut.data.load_case` returns them,
+spacing in mm in the same order. Functions that cut a volume are named by **array axis**, not
+by anatomical plane, because which plane an array axis holds depends on the scan:
+:func:`array_slice` takes the 2D slice across one array axis (axis 2: the files' own slices)
+and lays it out like the slices the model sees (:data:`SCREEN_AXES`, the layout of
+:func:`lasegtut.preprocess.reslice`). Anatomical words come from the scan's true axis
+directions (``axcodes``; default :data:`lasegtut.data.MSD_HEART_AXCODES`, read from the anatomy
+of the MSD heart scans): :func:`slice_letters` gives the letters (S/I, A/P, R/L) at the edges of
+a slice and :func:`plane_name` its plane, so in these scans the files' slices are labelled
+sagittal and the shipped model's slices (across axis 0) coronal. Every helper that shows a slice
+of a scan writes those letters on it; pass ``axcodes=None`` for a scan whose directions are
+unknown.
+
+Every function takes plain arrays and returns matplotlib objects, so notebooks stay short and
+figures look the same everywhere. Figures are drawn at :data:`FIG_DPI` with image panels of at
+least about 300 pixels.
 """
 from __future__ import annotations
 
@@ -13,33 +25,91 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .data import MSD_HEART_AXCODES
+
 LA_COLOR = "#e4572e"    # label / left atrium
 PRED_COLOR = "#17bebb"  # prediction
+#: Resolution of the course's figures (dots per inch): sharp on a laptop screen, light in a notebook.
+FIG_DPI = 120
+#: Slices across each array axis, as shown on screen: (the array axis that runs left -> right,
+#: the one that runs bottom -> top). The same layout as the slices of
+#: :func:`lasegtut.preprocess.reslice` shown with :func:`show_xy`, so a slice of a volume and the
+#: network's input look alike.
+SCREEN_AXES = {2: (0, 1), 0: (2, 1), 1: (2, 0)}
+_OPPOSITE = dict(zip("RLAPSI", "LRPAIS"))
+_SIDE = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+_PLANE = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
 
 
 # ============================================================ shared basics
-def axial(volume: np.ndarray, k: int) -> np.ndarray:
-    """Slice ``k`` along array axis 2 (the header's "axial" axis; the files' own slices) of an
-    ``(x, y, z)`` volume, transposed for display: array x runs left to right, array y bottom to
-    top. For true anatomical planes of Task02_Heart use :func:`lasegtut.anatomy.three_planes`."""
-    return np.flipud(volume[:, :, k].T)
+def _check_axis(axis: int) -> int:
+    if axis not in SCREEN_AXES:
+        raise ValueError(f"axis must be 0, 1 or 2, not {axis!r}")
+    return int(axis)
 
 
-def coronal(volume: np.ndarray, j: int) -> np.ndarray:
-    """Slice ``j`` along array axis 1 (fixed y; "coronal" per the header), z running up."""
-    return np.flipud(volume[:, j, :].T)
+def array_slice(volume: np.ndarray, index: int, axis: int = 2) -> np.ndarray:
+    """The 2D slice ``index`` across array ``axis`` of an ``(x, y, z)`` volume, laid out for
+    ``imshow``: the first axis of :data:`SCREEN_AXES` ``[axis]`` runs left to right, the second
+    bottom to top. ``axis=2`` gives the files' own slices (``volume[:, :, index]``, x to the right,
+    y up)."""
+    cols, rows = SCREEN_AXES[_check_axis(axis)]
+    return np.flipud(np.transpose(volume, (rows, cols, axis))[:, :, int(index)])
 
 
-def sagittal(volume: np.ndarray, i: int) -> np.ndarray:
-    """Slice ``i`` along array axis 0 (fixed x; "sagittal" per the header), z running up."""
-    return np.flipud(volume[i, :, :].T)
+def slice_aspect(axis: int, spacing: Sequence[float] | None) -> float:
+    """Height / width of one displayed pixel of :func:`array_slice` (``axis``) in mm."""
+    if spacing is None:
+        return 1.0
+    cols, rows = SCREEN_AXES[_check_axis(axis)]
+    return float(spacing[rows]) / float(spacing[cols])
+
+
+def slice_letters(axis: int = 2, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> tuple[str, str, str, str]:
+    """The patient directions (top, bottom, left, right) at the edges of a slice across array
+    ``axis`` shown like :func:`array_slice` or :func:`show_xy`, for a scan whose array axes point
+    towards ``axcodes`` (one of R/L, A/P, S/I per axis). For the MSD heart scans the files' slices
+    (axis 2) give ``("S", "I", "P", "A")``: head up, the back on the left."""
+    cols, rows = SCREEN_AXES[_check_axis(axis)]
+    right, up = str(axcodes[cols]).upper(), str(axcodes[rows]).upper()
+    return up, _OPPOSITE[up], _OPPOSITE[right], right
+
+
+def plane_name(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
+    """The anatomical plane (``"sagittal"``, ``"coronal"`` or ``"axial"``) of the slices across
+    array ``axis`` of a scan whose axes point towards ``axcodes``: in the MSD heart scans axis 2
+    (the files' slices) is sagittal, axis 0 coronal and axis 1 axial."""
+    return _PLANE[str(axcodes[_check_axis(axis)]).upper()]
+
+
+def axis_direction(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
+    """Which way array ``axis`` runs in the patient, e.g. ``"patient's left -> right"`` for axis 2
+    of the MSD heart scans."""
+    to = str(axcodes[_check_axis(axis)]).upper()
+    a, b = _SIDE[_OPPOSITE[to]], _SIDE[to]
+    return f"patient's {a} -> {b}" if to in "RL" else f"{a} -> {b}"
+
+
+def draw_letters(ax: plt.Axes, letters: Sequence[str], color: str = "yellow", size: float = 9) -> None:
+    """Write four direction letters (top, bottom, left, right) just inside the edges of ``ax``."""
+    top, bottom, left, right = letters
+    kw = dict(color=color, fontsize=size, transform=ax.transAxes, ha="center", va="center", weight="bold")
+    for (x, y), t in (((0.5, 0.95), top), ((0.5, 0.05), bottom), ((0.04, 0.5), left), ((0.96, 0.5), right)):
+        ax.text(x, y, t, **kw)
+
+
+def _letters(axis: int, axcodes: Sequence[str] | None) -> tuple[str, str, str, str] | None:
+    return None if axcodes is None else slice_letters(axis, axcodes)
 
 
 def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
-            pred: np.ndarray | None = None, *, title: str | None = None, aspect: float = 1.0) -> plt.Axes:
-    """Draw a 2D grey image with the label outlined (orange) and the prediction (teal).
+            pred: np.ndarray | None = None, *, title: str | None = None, aspect: float = 1.0,
+            letters: Sequence[str] | None = None) -> plt.Axes:
+    """Draw a 2D grey image with the label outlined (orange) and the prediction (teal, dashed).
 
-    ``aspect`` is the pixel height / width ratio in mm (e.g. 1.37 / 1.25 for coronal views).
+    ``aspect`` is the pixel height / width ratio in mm (e.g. :func:`slice_aspect`); ``letters``:
+    the patient directions (top, bottom, left, right) to write at the edges, e.g.
+    :func:`slice_letters`.
     """
     ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
     if label is not None and label.any():
@@ -49,32 +119,59 @@ def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
+    if letters is not None:
+        draw_letters(ax, letters)
     return ax
+
+
+def outline_legend(fig: plt.Figure, label: str | None = "label", pred: str | None = "prediction", *,
+                   loc: str = "lower center", fontsize: float = 8, **kw):
+    """A figure legend for the outlines of :func:`overlay`: ``label`` orange (the label, or a
+    first annotator), ``pred`` teal dashed (the prediction, or a second annotator); None leaves
+    an entry out."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], lw=1.5, label=n, **st) for n, st in
+               ((label, dict(color=LA_COLOR)), (pred, dict(color=PRED_COLOR, ls="--"))) if n]
+    return fig.legend(handles=handles, loc=loc, ncol=max(len(handles), 1), fontsize=fontsize, frameon=False, **kw)
 
 
 def animation_html(anim) -> str:
     """HTML for a matplotlib animation: an MP4 video where ffmpeg exists, else a JavaScript
-    player (``to_jshtml``), so animations work headless and on machines without ffmpeg."""
+    player (``to_jshtml``) whose frames are embedded as JPEG (a few times lighter than PNG for
+    MRI), so animations work headless and on machines without ffmpeg."""
     if shutil.which("ffmpeg"):
         return anim.to_html5_video()
-    return anim.to_jshtml(default_mode="loop")
+    with plt.rc_context({"animation.frame_format": "jpeg"}):
+        return anim.to_jshtml(default_mode="loop")
 
 
 def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.ndarray | None = None,
-                   *, step: int = 4, size: float = 3.0, interval: int = 120, title: str = "") -> str:
-    """Animate through the axial slices of an RAS volume with outlines; returns HTML.
+                   *, axis: int = 2, step: int = 4, size: float = 3.4, interval: int = 150, title: str = "",
+                   names: Sequence[str] = ("label", "prediction"), spacing: Sequence[float] | None = None,
+                   axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = 100) -> str:
+    """Animate through the slices across array ``axis`` (default 2: the files' own slices) of an
+    ``(x, y, z)`` volume, with the label (orange) and prediction (teal, dashed) outlined, the
+    orientation letters on every frame and a legend; returns HTML.
 
-    Every ``step``-th slice is a frame; keep ``size`` (inches) and the number of frames small
-    so the notebook stays light (a JavaScript player embeds each frame as a PNG).
+    Every ``step``-th slice is a frame; ``size`` inches at ``dpi`` (340 px by default). Keep the
+    number of frames small so the notebook stays light.
     """
     from celluloid import Camera
 
-    fig, ax = plt.subplots(figsize=(size, size), dpi=60)
+    _check_axis(axis)
+    fig, ax = plt.subplots(figsize=(size, size + 0.35), dpi=dpi)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.1)
+    if label is not None or pred is not None:
+        outline_legend(fig, names[0] if label is not None else None, names[1] if pred is not None else None)
+    letters, aspect = _letters(axis, axcodes), slice_aspect(axis, spacing)
+    name = "xyz"[axis]
     camera = Camera(fig)
-    for k in range(0, image.shape[2], step):
-        overlay(ax, axial(image, k), None if label is None else axial(label, k),
-                None if pred is None else axial(pred, k))
-        ax.text(0.02, 0.96, f"{title} z={k}", color="w", fontsize=8, transform=ax.transAxes, va="top")
+    for k in range(0, image.shape[axis], step):
+        overlay(ax, array_slice(image, k, axis), None if label is None else array_slice(label, k, axis),
+                None if pred is None else array_slice(pred, k, axis), aspect=aspect, letters=letters)
+        ax.text(0.02, 0.985, f"{title} {name} = {k}".strip(), color="w", fontsize=8, transform=ax.transAxes,
+                ha="left", va="top")
         camera.snap()
     anim = camera.animate(interval=interval)
     html = animation_html(anim)
@@ -100,7 +197,7 @@ def display_range(image: np.ndarray) -> tuple[float, float]:
 
 def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.ndarray] | None = None, *,
                          bins: int = 100, ignore_zeros: bool = True, size: float = 3.0,
-                         dpi: int = 80) -> plt.Figure:
+                         dpi: int = FIG_DPI) -> plt.Figure:
     """One histogram per scan of its voxel intensities (grey, log counts) with the left-atrium
     voxels in orange. ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 0.8), dpi=dpi, squeeze=False)
@@ -121,15 +218,18 @@ def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.nda
 
 
 def la_area_profile(labels: dict[str, np.ndarray], spacings: dict[str, Sequence[float]], *,
-                    dpi: int = 80) -> plt.Figure:
-    """Left-atrium cross-section area (cm^2) of every 2D slice (array axis 2), one line per case,
-    against the slice position in mm from the first slice."""
+                    axis: int = 2, axcodes: Sequence[str] | None = MSD_HEART_AXCODES,
+                    dpi: int = FIG_DPI) -> plt.Figure:
+    """Left-atrium cross-section area (cm^2) of every 2D slice across array ``axis`` (default 2: the
+    files' own slices), one line per case, against the slice position in mm from the first slice."""
     fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
+    other = tuple(a for a in range(3) if a != _check_axis(axis))
     for name, lab in labels.items():
-        sx, sy, sz = spacings[name]
-        area = (lab > 0).sum(axis=(0, 1)) * sx * sy / 100.0
-        ax.plot(np.arange(lab.shape[2]) * sz, area, label=name)
-    ax.set_xlabel("slice position along z (mm)", fontsize=8)
+        sp = spacings[name]
+        area = (lab > 0).sum(axis=other) * sp[other[0]] * sp[other[1]] / 100.0
+        ax.plot(np.arange(lab.shape[axis]) * sp[axis], area, label=name)
+    where = f", {axis_direction(axis, axcodes)}" if axcodes is not None else ""
+    ax.set_xlabel(f"position of the slice along array axis {axis} ({'xyz'[axis]}, mm{where})", fontsize=8)
     ax.set_ylabel("LA area (cm$^2$)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
@@ -139,62 +239,70 @@ def la_area_profile(labels: dict[str, np.ndarray], spacings: dict[str, Sequence[
 
 
 def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, names: tuple[str, str] = ("A", "B"),
-                   k: int | None = None, *, aspect: float = 1.0, dpi: int = 80) -> plt.Figure:
-    """Two labels of the same ``(x, y, z)`` scan on its 2D slice ``k`` (shown like :func:`axial`;
-    default: the slice where they disagree most): label A orange, label B teal dashed; right
-    panel: the voxels only one of them marks."""
-    from matplotlib.lines import Line2D
-
+                   k: int | None = None, *, axis: int = 2, spacing: Sequence[float] | None = None,
+                   axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
+    """Two labels of the same ``(x, y, z)`` scan on its slice ``k`` across array ``axis`` (shown like
+    :func:`array_slice`; default: the slice where they disagree most): label A orange, label B teal
+    dashed; right panel: the voxels only one of them marks (red). Orientation letters from
+    ``axcodes``; ``spacing`` (mm) keeps the proportions true."""
     diff = (label_a > 0) != (label_b > 0)
     if k is None:
-        k = int(np.argmax(diff.sum(axis=(0, 1))))
+        k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != _check_axis(axis)))))
     lo, hi = display_range(image)
-    img = np.clip(axial(image, k), lo, hi)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=dpi)
-    overlay(axes[0], img, axial(label_a, k), axial(label_b, k), title=f"slice z = {k}", aspect=aspect)
-    overlay(axes[1], img, title="voxels only one label marks", aspect=aspect)
-    d = axial(diff, k)
+    img = np.clip(array_slice(image, k, axis), lo, hi)
+    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9), dpi=dpi)
+    overlay(axes[0], img, array_slice(label_a, k, axis), array_slice(label_b, k, axis),
+            title=f"slice {'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
+    overlay(axes[1], img, title="voxels only one label marks (red)", aspect=aspect, letters=letters)
+    d = array_slice(diff, k, axis)
     axes[1].imshow(np.ma.masked_where(~d, d), cmap="autumn", alpha=0.9, interpolation="nearest", aspect=aspect)
-    handles = [Line2D([], [], color=LA_COLOR, label=names[0]), Line2D([], [], color=PRED_COLOR, ls="--", label=names[1])]
-    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
-    fig.tight_layout()
+    outline_legend(fig, *names)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
 def show_xy(ax: plt.Axes, image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None,
-            vmin: float | None = None, vmax: float | None = None) -> plt.Axes:
-    """Show a 2D ``(x, y)`` slice as stored in the cache (``stack[k]``), oriented like
-    :func:`axial` (``flipud(image.T)``), with the mask outlined."""
+            vmin: float | None = None, vmax: float | None = None, letters: Sequence[str] | None = None) -> plt.Axes:
+    """Show one 2D slice of a stack as :mod:`lasegtut.preprocess` makes them (``stack[k]``, from
+    ``preprocess_volume`` or ``reslice``) laid out like :func:`array_slice` (``flipud(image.T)``:
+    the slice's first axis runs left to right, its second bottom to top), with the mask outlined
+    and, if given, the direction ``letters`` (top, bottom, left, right; :func:`slice_letters`)."""
     ax.imshow(np.flipud(image.T), cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     if mask is not None and mask.any():
         ax.contour(np.flipud(mask.T), levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    if letters is not None:
+        draw_letters(ax, letters)
     return ax
 
 
-def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *, dpi: int = 80) -> plt.Figure:
-    """2D slice ``k`` of an ``(x, y, z)`` volume (shown like :func:`axial`) before (crop box dashed)
-    and after removing ``border`` voxels per in-plane side."""
+def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *,
+                axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
+    """The files' slice ``k`` (across array axis 2) of an ``(x, y, z)`` volume, shown like
+    :func:`array_slice`, before (crop box dashed) and after removing ``border`` voxels per
+    in-plane side (axes 0 and 1), with orientation letters from ``axcodes``."""
     from matplotlib.patches import Rectangle
 
     lo, hi = display_range(image)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=dpi, gridspec_kw={"width_ratios": [1.25, 1]})
-    overlay(axes[0], np.clip(axial(image, k), lo, hi), axial(label, k),
-            title=f"original {image.shape[0]} x {image.shape[1]}")
+    letters = _letters(2, axcodes)
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.9), dpi=dpi, gridspec_kw={"width_ratios": [1.25, 1]})
+    overlay(axes[0], np.clip(array_slice(image, k), lo, hi), array_slice(label, k),
+            title=f"original {image.shape[0]} x {image.shape[1]}", letters=letters)
     n0, n1 = image.shape[:2]
     axes[0].add_patch(Rectangle((border - 0.5, border - 0.5), n0 - 2 * border, n1 - 2 * border, fill=False,
                                 ec="yellow", ls="--", lw=1))
     c_img, c_lab = image[border:-border, border:-border], label[border:-border, border:-border]
-    overlay(axes[1], np.clip(axial(c_img, k), lo, hi), axial(c_lab, k),
-            title=f"cropped {c_img.shape[0]} x {c_img.shape[1]}")
+    overlay(axes[1], np.clip(array_slice(c_img, k), lo, hi), array_slice(c_lab, k),
+            title=f"cropped {c_img.shape[0]} x {c_img.shape[1]}", letters=letters)
     fig.tight_layout()
     return fig
 
 
 def histograms_before_after(before: dict[str, np.ndarray], after: dict[str, np.ndarray], *, bins: int = 80,
-                            ignore_zeros: bool = True, log: bool = True, dpi: int = 80) -> plt.Figure:
+                            ignore_zeros: bool = True, log: bool = True, dpi: int = FIG_DPI) -> plt.Figure:
     """Intensity distributions of several scans before and after normalisation (density, one line
     per scan, log scale if ``log``); voxels that are exactly 0 in ``before`` (the blank border) are
     left out of both."""
@@ -217,13 +325,20 @@ def histograms_before_after(before: dict[str, np.ndarray], after: dict[str, np.n
     return fig
 
 
-def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], *, size: float = 1.8,
-                dpi: int = 80) -> plt.Figure:
-    """A row of slices ``stack[k]`` from a ``(z, x, y)`` stack, with the masks outlined."""
-    fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.3), dpi=dpi, squeeze=False)
+def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], *, axis: int = 2,
+                titles: Sequence[str] | None = None, size: float = 2.6,
+                axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
+    """A row of slices ``stack[k]`` of a stack of slices across array ``axis`` (``(z, x, y)`` from
+    :func:`lasegtut.preprocess.preprocess_volume` for the files' own slices, axis 2, or the output
+    of :func:`lasegtut.preprocess.reslice` for another axis), masks outlined, orientation letters
+    from ``axcodes`` on every panel."""
+    n = len(ks)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.35), dpi=dpi, squeeze=False)
     lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
-    for ax, k in zip(axes[0], ks):
-        show_xy(ax, stack[k], None if masks is None else masks[k], title=f"slice {k}", vmin=lo, vmax=hi)
+    letters = _letters(axis, axcodes)
+    titles = list(titles) if titles is not None else [f"{'xyz'[_check_axis(axis)]} = {k}" for k in ks]
+    for ax, k, t in zip(axes[0], ks, titles):
+        show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, letters=letters)
     fig.tight_layout()
     return fig
 
@@ -242,7 +357,7 @@ def neighbour_correlation(stack: np.ndarray, max_lag: int = 20, ks: Sequence[int
 
 
 def correlation_plot(curves: dict[str, np.ndarray], spacing_z: float | None = None, *,
-                     baseline: float | None = None, dpi: int = 80) -> plt.Figure:
+                     baseline: float | None = None, dpi: int = FIG_DPI) -> plt.Figure:
     """Plot correlation-versus-distance curves (from :func:`neighbour_correlation`); ``baseline``:
     the correlation between slices of *different* scans, drawn as a dashed line."""
     fig, ax = plt.subplots(figsize=(5.5, 2.8), dpi=dpi)
@@ -262,10 +377,12 @@ def correlation_plot(curves: dict[str, np.ndarray], spacing_z: float | None = No
 
 
 def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
-                      ncols: int = 4, size: float = 1.9, titles: Sequence[str] | None = None,
-                      dpi: int = 80) -> plt.Figure:
-    """The original ``(x, y)`` slice and its augmented (image, mask) ``pairs`` in a grid, each
-    mask outlined on its own image."""
+                      ncols: int = 4, size: float = 2.6, titles: Sequence[str] | None = None, axis: int = 2,
+                      axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
+    """The original slice (one slice of a stack across array ``axis``, as :func:`show_xy` takes
+    it) and its augmented (image, mask) ``pairs`` in a grid, each mask outlined on its own image.
+    The orientation letters (``axcodes``) are written on the original; the augmented copies are
+    rotated, so on them the letters would only be approximately right."""
     n = len(pairs) + 1
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), dpi=dpi, squeeze=False)
@@ -273,7 +390,7 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
     lo, hi = display_range(image)
     for ax in axes.ravel():
         ax.set_axis_off()
-    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi)
+    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi, letters=_letters(axis, axcodes))
     for ax, (img, msk), t in zip(axes.ravel()[1:], pairs, titles):
         show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi)
     fig.tight_layout()
@@ -281,7 +398,8 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
 
 
 def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.ndarray | None = None, *,
-                     margin: int = 12, dpi: int = 80) -> plt.Figure:
+                     margin: int = 12, axis: int = 2, axcodes: Sequence[str] | None = MSD_HEART_AXCODES,
+                     dpi: int = FIG_DPI) -> plt.Figure:
     """Visual alignment check of an augmentation on ``(x, y)`` slices: the augmented *image* made from
     the mask (grey) with the augmented mask outlined, and where the two disagree (red).
     ``wrong_mask``: optionally, a mask augmented with other random parameters (the bug to avoid).
@@ -295,9 +413,9 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
     panels = [(mask, "augmented mask on\naugmented mask-image")]
     if wrong_mask is not None:
         panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
-    fig, axes = plt.subplots(1, 2 * len(panels), figsize=(2.3 * 2 * len(panels), 2.6), dpi=dpi)
+    fig, axes = plt.subplots(1, 2 * len(panels), figsize=(2.6 * 2 * len(panels), 3.0), dpi=dpi)
     for n, (m, title) in enumerate(panels):
-        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1)
+        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1, letters=_letters(axis, axcodes))
         diff = (mask_image > 0.5) != (m > 0)
         show_xy(axes[2 * n + 1], np.zeros_like(mask_image), None, title=f"disagreeing pixels: {int(diff.sum())}",
                 vmin=0, vmax=1)
@@ -308,7 +426,7 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
 
 
 # ============================================================ notebooks 05-07
-def training_curves(metrics, *, dpi: int = 80) -> plt.Figure:
+def training_curves(metrics, *, dpi: int = FIG_DPI) -> plt.Figure:
     """Loss and validation Dice of a training run, from Lightning's CSV log.
 
     ``metrics``: the path of ``out/logs/version_0/metrics.csv`` or the dict returned by
@@ -343,7 +461,7 @@ def training_curves(metrics, *, dpi: int = 80) -> plt.Figure:
     return fig
 
 
-def unet_diagram(config, input_size: int = 128, *, dpi: int = 80) -> plt.Figure:
+def unet_diagram(config, input_size: int = 128, *, dpi: int = FIG_DPI) -> plt.Figure:
     """Draw the U of a :class:`lasegtut.model.UNetConfig`: one box per level with its channels
     and feature-map size (pixels, for a square ``input_size`` input), max-pool arrows down,
     up-sampling arrows up and the skip connections (concatenation) across."""
@@ -405,35 +523,62 @@ def annotated_grid(ax: plt.Axes, array: np.ndarray, title: str = "", *, fmt: str
 
 
 def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: Sequence[int],
-                   titles: Sequence[str] | None = None, *, zoom: bool = True, margin: int = 20,
-                   size: float = 2.8, dpi: int = 80) -> plt.Figure:
-    """Axial slices ``ks`` of an RAS ``(x, y, z)`` volume side by side, label outlined (orange)
-    and prediction dashed (teal). ``zoom`` crops every panel to the in-plane bounding box of
+                   titles: Sequence[str] | None = None, *, axis: int = 2, zoom: bool = True, margin: int = 20,
+                   size: float = 2.9, spacing: Sequence[float] | None = None,
+                   axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
+    """Slices ``ks`` across array ``axis`` (default 2: the files' own slices) of an ``(x, y, z)``
+    volume side by side, label outlined (orange) and prediction dashed (teal), orientation letters
+    from ``axcodes`` on every panel. ``zoom`` crops every panel to the in-plane bounding box of
     label | prediction over the whole volume, plus ``margin`` voxels."""
-    from matplotlib.lines import Line2D
-
+    _check_axis(axis)
     if zoom and (np.any(label) or np.any(pred)):
         both = (np.asarray(label) != 0) | (np.asarray(pred) != 0)
-        xs, ys = np.flatnonzero(both.any(axis=(1, 2))), np.flatnonzero(both.any(axis=(0, 2)))
-        sx = slice(max(xs[0] - margin, 0), xs[-1] + 1 + margin)
-        sy = slice(max(ys[0] - margin, 0), ys[-1] + 1 + margin)
-        image, label, pred = image[sx, sy], label[sx, sy], pred[sx, sy]
-    fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.3), dpi=dpi, squeeze=False)
+        box = [slice(None)] * 3
+        for a in range(3):
+            if a != axis:
+                idx = np.flatnonzero(both.any(axis=tuple(b for b in range(3) if b != a)))
+                box[a] = slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + 1 + margin)
+        image, label, pred = image[tuple(box)], label[tuple(box)], pred[tuple(box)]
+    fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.4), dpi=dpi, squeeze=False)
+    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
     for n, (ax, k) in enumerate(zip(axes[0], ks)):
-        overlay(ax, axial(image, k), axial(label, k) > 0, axial(pred, k) > 0,
-                title=titles[n] if titles else f"z = {k}")
-    handles = [Line2D([], [], color=LA_COLOR, lw=1.5, label="label"),
-               Line2D([], [], color=PRED_COLOR, lw=1.5, ls="--", label="prediction")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+        overlay(ax, array_slice(image, k, axis), array_slice(label, k, axis) > 0, array_slice(pred, k, axis) > 0,
+                title=titles[n] if titles else f"{'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
+    outline_legend(fig)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
+def score_bars(ax: plt.Axes, names: Sequence[str], values: Sequence[float], *, reference: float | None = None,
+               label: str = "model vs label", reference_label: str = "label vs label (la_005 / la_026)",
+               ylabel: str = "", fmt: str = "{:.3f}", ylim: tuple[float, float] | None = None,
+               color: str = "C0") -> plt.Axes:
+    """One bar per case with its value written on it, and an optional dashed ``reference`` line
+    (e.g. the agreement of two human labels) with its value; a legend names both."""
+    vals = np.asarray(values, dtype=float)
+    bars = ax.bar(list(names), vals, color=color, label=label)
+    for b, v in zip(bars, vals):
+        ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, v), textcoords="offset points", xytext=(0, 2),
+                    ha="center", va="bottom", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="C3", ls="--", lw=1.2, label=f"{reference_label}: {fmt.format(reference)}")
+    top = max(float(np.nanmax(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else 1.0,
+              reference if reference is not None else 0.0)
+    ax.set_ylim(*(ylim if ylim is not None else (0, top * 1.3)))
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
 def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | None = None, *,
-                     label: str | None = None, color: str = "C0") -> plt.Axes:
-    """Per-slice Dice against the axial slice index ``z`` (NaN slices, without atrium, are gaps);
-    ``marks`` such as ``{"best": 52, "worst": 31}`` are drawn as small labelled triangles on the
-    curve. Call it once per case (``label``, ``color``) to compare cases in one axes."""
+                     label: str | None = None, color: str = "C0", axis: int = 2,
+                     axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> plt.Axes:
+    """Per-slice Dice (from :func:`lasegtut.evaluation.per_slice_dice` along array ``axis``) against
+    the slice index (NaN slices, without atrium, are gaps); ``marks`` such as
+    ``{"best": 52, "worst": 31}`` are drawn as small labelled triangles on the curve. Call it once
+    per case (``label``, ``color``) to compare cases in one axes. The x label names the array axis
+    and, from ``axcodes``, which way it runs in the patient."""
     ax.plot(np.arange(len(dices)), dices, marker=".", ms=3, lw=1, color=color, label=label)
     for name, k in (marks or {}).items():
         ax.plot([k], [dices[k]], marker="v" if name == "worst" else "^", color=color, ms=8, mec="k")
@@ -442,15 +587,17 @@ def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | No
     if label:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_ylim(-0.06, 1.1)
-    ax.set_xlabel("axial slice z (inferior to superior)")
+    where = "" if axcodes is None else f": {plane_name(axis, axcodes)} sections, {axis_direction(axis, axcodes)}"
+    ax.set_xlabel(f"slice {'xyz'[_check_axis(axis)]} across array axis {axis}{where}", fontsize=9)
     ax.set_ylabel("Dice of the slice")
     ax.grid(alpha=0.3)
     return ax
 
 
 def sphere_slice(ax: plt.Axes, mask: np.ndarray, spacing: Sequence[float], radius_mm: float) -> plt.Axes:
-    """The middle axial slice of a voxelised ball (:func:`lasegtut.volume.sphere_mask`) in mm,
-    with the true circle of ``radius_mm`` drawn over it: the staircase edge is the voxelisation."""
+    """The middle slice across array axis 2 of a voxelised ball (:func:`lasegtut.volume.sphere_mask`)
+    in mm, with the true circle of ``radius_mm`` drawn over it: the staircase edge is the
+    voxelisation."""
     k = mask.shape[2] // 2
     sx, sy = float(spacing[0]), float(spacing[1])
     nx, ny = mask.shape[:2]

@@ -5,8 +5,9 @@
 2. :func:`zscore` subtracts the volume's mean and divides by its standard deviation, so that
    scans from different scanner settings share one intensity scale.
 3. :func:`minmax` rescales to [0, 1].
-4. :func:`axial_slices` turns the ``(x, y, z)`` volume into a stack of 2D slices ``(z, x, y)``
-   (slices along array axis 2, "axial" per the header; see :mod:`lasegtut.anatomy`).
+4. :func:`file_slices` turns the ``(x, y, z)`` volume into a stack of 2D slices ``(z, x, y)``:
+   the files' own slices, across array axis 2 (sagittal sections in the MSD heart scans, see
+   :mod:`lasegtut.anatomy`); :func:`reslice` cuts that stack across another array axis.
 
 Steps 2 + 3 are :func:`normalize`; all four are :func:`preprocess_volume`. Note that min-max
 undoes any positive affine change of intensities, so z-score followed by min-max gives exactly
@@ -94,8 +95,9 @@ def normalize(volume: np.ndarray) -> np.ndarray:
     return minmax(zscore(volume))
 
 
-def axial_slices(volume: np.ndarray) -> np.ndarray:
-    """``(x, y, z)`` volume -> ``(z, x, y)`` stack of axial slices, C-contiguous."""
+def file_slices(volume: np.ndarray) -> np.ndarray:
+    """``(x, y, z)`` volume -> ``(z, x, y)`` stack of the files' own slices (across array axis 2),
+    C-contiguous."""
     return np.ascontiguousarray(np.moveaxis(volume, 2, 0))
 
 
@@ -131,7 +133,7 @@ def _is_file_axis(axis: int) -> bool:
 
 
 def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
-    """Re-slice an axial stack ``(z, x', y')`` into the 2D slices across array ``axis`` of the
+    """Re-slice a stack of the files' slices ``(z, x', y')`` into the 2D slices across array ``axis`` of the
     ``(x, y, z)`` volume, the slices a model trained on that axis segments.
 
     ``axis=2``: the stack itself, one ``(x', y')`` slice per z. ``axis=0``: one ``(z, y')`` slice
@@ -154,7 +156,7 @@ def reslice(stack: np.ndarray, axis: int = 2) -> np.ndarray:
 
 
 def unreslice(stack: np.ndarray, axis: int, depth: int) -> np.ndarray:
-    """Inverse of :func:`reslice`: back to the axial ``(z, x', y')`` layout with ``z = depth``."""
+    """Inverse of :func:`reslice`: back to the files' ``(z, x', y')`` layout with ``z = depth``."""
     if _is_file_axis(axis):
         return stack
     off = (stack.shape[1] - depth) // 2
@@ -164,12 +166,12 @@ def unreslice(stack: np.ndarray, axis: int, depth: int) -> np.ndarray:
 
 def preprocess_volume(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarray:
     """The full recipe for an ``(x, y, z)`` image: crop, normalise, slice -> float32 ``(z, x', y')``."""
-    return axial_slices(normalize(crop(image, border)))
+    return file_slices(normalize(crop(image, border)))
 
 
 def preprocess_mask(mask: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarray:
     """The same geometry for a label: crop and slice -> uint8 ``(z, x', y')``."""
-    return axial_slices(crop(mask, border).astype(np.uint8))
+    return file_slices(crop(mask, border).astype(np.uint8))
 
 
 # ----------------------------------------------------------------------------- other grids
@@ -211,7 +213,7 @@ def preprocess_window(image: np.ndarray, origin: tuple[int, int], size: int) -> 
     if xa >= xb or ya >= yb:
         raise LasegError(f"the window at {origin} of {size} voxels lies outside the image {image.shape}")
     out[xa - x0:xb - x0, ya - y0:yb - y0] = normalize(image[xa:xb, ya:yb])
-    return axial_slices(out)
+    return file_slices(out)
 
 
 def paste_window(window: np.ndarray, shape: tuple[int, int, int], origin: tuple[int, int]) -> np.ndarray:

@@ -34,8 +34,9 @@ from matplotlib.figure import Figure
 
 from . import plots
 
-#: The viewer's planes on stored arrays: the fixed array axis, its name and display function.
-ARRAY_PLANES = {"z": (2, plots.axial), "y": (1, plots.coronal), "x": (0, plots.sagittal)}
+#: The viewer's choices on stored ``(x, y, z)`` arrays: the array axis each one cuts across
+#: (``"z"``: the files' own slices), shown with :func:`lasegtut.plots.array_slice`.
+SLICE_AXES = {"z": 2, "y": 1, "x": 0}
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -50,9 +51,10 @@ def render_plane(image: np.ndarray, plane: str, index: int, label: np.ndarray | 
                  pred: np.ndarray | None = None, spacing: Sequence[float] | None = None,
                  window: tuple[float, float] | None = None, size: float = 4.0, dpi: int = 80) -> bytes:
     """PNG bytes of one plane of a volume at voxel ``index`` along that plane's fixed axis, with
-    label (orange) / prediction (teal) outlines. ``plane`` is ``"z"``, ``"y"`` or ``"x"`` (the
-    stored ``(x, y, z)`` arrays, shown like :func:`lasegtut.plots.axial` & co.) or ``"axial"``,
-    ``"coronal"``, ``"sagittal"`` (a true-RAS volume, see :func:`lasegtut.anatomy.to_anatomical`)."""
+    label (orange) / prediction (teal) outlines and orientation letters. ``plane`` is ``"z"``,
+    ``"y"`` or ``"x"`` (slices across that axis of the stored ``(x, y, z)`` arrays of an MSD heart
+    scan, shown with :func:`lasegtut.plots.array_slice`) or ``"axial"``, ``"coronal"``,
+    ``"sagittal"`` (a true-RAS volume, see :func:`lasegtut.anatomy.to_anatomical`)."""
     from . import anatomy
 
     fig = Figure(figsize=(size, size), dpi=dpi)
@@ -60,12 +62,13 @@ def render_plane(image: np.ndarray, plane: str, index: int, label: np.ndarray | 
     if plane in anatomy.PLANES:
         anatomy.draw_plane(ax, image, plane, index, label, pred, spacing, window, title=f"{plane} slice {index}")
     else:
-        axis, show = ARRAY_PLANES[plane]
-        sx, sy, sz = spacing if spacing is not None else (1.0, 1.0, 1.0)
-        aspect = {"z": sy / sx, "y": sz / sx, "x": sz / sy}[plane]
+        axis = SLICE_AXES[plane]
         lo, hi = window or plots.display_range(image)
-        plots.overlay(ax, np.clip(show(image, index), lo, hi), None if label is None else show(label, index),
-                      None if pred is None else show(pred, index), title=f"{plane} = {index}", aspect=aspect)
+        plots.overlay(ax, np.clip(plots.array_slice(image, index, axis), lo, hi),
+                      None if label is None else plots.array_slice(label, index, axis),
+                      None if pred is None else plots.array_slice(pred, index, axis),
+                      title=f"{plane} = {index} ({plots.plane_name(axis)})", aspect=plots.slice_aspect(axis, spacing),
+                      letters=plots.slice_letters(axis))
     return figure_png(fig, dpi)
 
 
@@ -75,10 +78,11 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, pred: np.nd
     a plane menu, an ``IntSlider`` (description ``"slice"``) and the slice as a PNG
     ``ipywidgets.Image`` with the label (orange) and prediction (teal, dashed) outlined.
 
-    ``anatomical=False`` (default) browses the stored arrays: plane ``z`` shows the course's 2D
-    slices as the model sees them. ``anatomical=True`` first reorients an MSD heart volume to true
-    RAS (:func:`lasegtut.anatomy.to_anatomical`) and offers true axial / coronal / sagittal planes
-    with direction letters. ``spacing`` (mm) keeps proportions true. Starts on the slice through the
+    ``anatomical=False`` (default) browses the stored arrays across each array axis (``z``: the
+    files' own slices, sagittal in the MSD heart scans), with orientation letters.
+    ``anatomical=True`` first reorients an MSD heart volume to true RAS
+    (:func:`lasegtut.anatomy.to_anatomical`) and offers true axial / coronal / sagittal planes with
+    direction letters. ``spacing`` (mm) keeps proportions true. Starts on the slice through the
     label's centre. Returns an ``ipywidgets.VBox``.
     """
     import ipywidgets as W
@@ -93,7 +97,7 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, pred: np.nd
         image, label, pred = image[box], *(None if a is None else a[box] for a in (label, pred))
         planes, axis_of = anatomy.PLANES, anatomy.fixed_axis
     else:
-        planes, axis_of = tuple(ARRAY_PLANES), (lambda p: ARRAY_PLANES[p][0])
+        planes, axis_of = tuple(SLICE_AXES), SLICE_AXES.__getitem__
     window = plots.display_range(image)
     center = plots.la_center(label, image.shape)
     dropdown = W.Dropdown(options=planes, value=planes[0], description="plane")
@@ -138,7 +142,7 @@ def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: 
     for ax in axes.ravel():
         ax.set_axis_off()
     lo, hi = plots.display_range(image)
-    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi)
+    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi, letters=plots.slice_letters(2))
     for i, ax in enumerate(axes.ravel()[1:n + 1]):
         img, msk = aug(image, mask, seed=seed + i)
         plots.show_xy(ax, img, msk, f"seed {seed + i}", vmin=lo, vmax=hi)

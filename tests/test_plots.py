@@ -1,0 +1,192 @@
+"""Orientation, vocabulary and legibility of the course's figures.
+
+The MSD heart files say RAS in their headers, but their array axes really point (A, S, R): the
+files' own slices (across axis 2) are sagittal sections and the shipped model's slices (across
+axis 0) coronal ones. These tests pin that down with known voxels, check that every helper that
+shows a slice of a scan writes orientation letters on it and never calls the files' slices
+"axial", and that figures are drawn large enough to read.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from lasegtut import anatomy, evaluation, plots, preprocess
+from lasegtut.data import MSD_HEART_AXCODES
+
+
+def _volume(shape=(40, 44, 36)):
+    """A smooth synthetic 'scan' with a box-shaped 'atrium' and a slightly shifted 'prediction'."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 10.0, shape).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[12:28, 14:30, 10:26] = 1
+    pred = np.zeros(shape, np.uint8)
+    pred[13:29, 14:31, 11:26] = 1
+    image[label > 0] += 200.0
+    return image, label, pred
+
+
+def _texts(fig) -> list[str]:
+    out = [t.get_text() for t in fig.texts]
+    for leg in fig.legends:
+        out += [t.get_text() for t in leg.get_texts()]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+        if ax.get_legend() is not None:
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    return [t for t in out if t]
+
+
+def _image_axes(fig):
+    return [ax for ax in fig.axes if ax.get_images()]
+
+
+# ----------------------------------------------------------------------------- known voxels
+def test_reorientation_moves_a_known_voxel_to_its_anatomical_place():
+    """In the MSD layout, array axis 0 runs posterior -> anterior, 1 inferior -> superior and 2
+    left -> right. A voxel at (x, y, z) = (1, 2, 3) must land at (R, A, S) = (3, 1, 2)."""
+    vol = np.zeros((5, 6, 7), np.uint8)
+    vol[1, 2, 3] = 1
+    out, spacing = anatomy.to_anatomical(vol, (1.0, 2.0, 3.0))
+    assert out.shape == (7, 5, 6)
+    assert tuple(int(i) for i in np.argwhere(out)[0]) == (3, 1, 2)
+    assert spacing == (3.0, 1.0, 2.0)
+
+
+def test_msd_axis_directions_and_letters():
+    assert MSD_HEART_AXCODES == ("A", "S", "R")
+    # the files' slices: head up, back on the left, front on the right
+    assert plots.slice_letters(2) == ("S", "I", "P", "A") == anatomy.STORED_SLICE_LETTERS
+    # the shipped model's slices (across axis 0): head up, patient's left on the left
+    assert plots.slice_letters(0) == ("S", "I", "L", "R")
+    assert plots.slice_letters(1) == ("A", "P", "L", "R")
+    assert [plots.plane_name(a) for a in (0, 1, 2)] == ["coronal", "axial", "sagittal"]
+    assert plots.axis_direction(2) == "patient's left -> right"
+    assert plots.axis_direction(0) == "posterior -> anterior"
+    # a scan that truly is RAS gets the textbook names
+    assert plots.plane_name(2, ("R", "A", "S")) == "axial"
+    with pytest.raises(ValueError):
+        plots.array_slice(np.zeros((3, 3, 3)), 0, axis=3)
+
+
+def test_array_slice_puts_a_known_voxel_where_the_letters_say():
+    """A voxel one step towards the head (higher y) shows higher up; one step anterior (higher x)
+    shows further right, as the letters ("S", "I", "P", "A") say."""
+    vol = np.zeros((5, 6, 7), np.uint8)
+    vol[1, 2, 3] = 1
+    img = plots.array_slice(vol, 3, axis=2)
+    assert img.shape == (6, 5)                       # rows y, columns x
+    r, c = np.argwhere(img)[0]
+    assert (r, c) == (6 - 1 - 2, 1)
+    vol[2, 3, 3] = 1                                  # anterior and superior of the first voxel
+    pts = np.argwhere(plots.array_slice(vol, 3, axis=2))
+    (r_hi, c_hi) = min(pts.tolist())                 # the higher one on screen (smaller row)
+    assert r_hi < r and c_hi > c
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_array_slice_shows_the_model_input_layout(axis):
+    """A slice of a volume and the same slice of ``reslice(file_slices(volume), axis)`` shown with
+    ``show_xy`` are the same picture (so one set of letters fits both)."""
+    n = 8
+    vol = np.arange(n ** 3, dtype=np.float32).reshape(n, n, n)
+    stack = preprocess.reslice(preprocess.file_slices(vol), axis)
+    for i in (0, 3, n - 1):
+        assert np.array_equal(plots.array_slice(vol, i, axis), np.flipud(stack[i].T))
+
+
+# ----------------------------------------------------------------------------- figure helpers
+def _helper_figures():
+    image, label, pred = _volume()
+    spacing = (1.25, 1.25, 1.37)
+    stack, masks = preprocess.file_slices(image), preprocess.file_slices(label)
+    figs = {
+        "crop_figure": plots.crop_figure(image, label, 18, border=4),
+        "compare_labels": plots.compare_labels(image, label, pred, ("a", "b"), spacing=spacing),
+        "compare_slices": plots.compare_slices(image, label, pred, [15, 20], spacing=spacing),
+        "compare_slices_axis0": plots.compare_slices(image, label, pred, [15, 20], axis=0, spacing=spacing),
+        "slice_strip": plots.slice_strip(stack, masks, [12, 18, 24]),
+        "augmentation_grid": plots.augmentation_grid(stack[18], masks[18], [(stack[18], masks[18])]),
+        "alignment_figure": plots.alignment_figure(masks[18].astype(np.float32), masks[18], masks[17]),
+    }
+    fig, ax = plt.subplots(dpi=plots.FIG_DPI)
+    plots.slice_dice_curve(ax, evaluation.per_slice_dice(pred, label), {"best": 18}, label="case")
+    figs["slice_dice_curve"] = fig
+    figs["la_area_profile"] = plots.la_area_profile({"case": label}, {"case": spacing})
+    return figs
+
+
+def test_no_figure_calls_the_files_slices_axial():
+    figs = _helper_figures()
+    try:
+        for name, fig in figs.items():
+            text = " ".join(_texts(fig)).lower()
+            assert "axial" not in text, f"{name} calls a slice of these scans axial: {text!r}"
+        xlabel = figs["slice_dice_curve"].axes[0].get_xlabel()
+        assert "sagittal" in xlabel and "left -> right" in xlabel, xlabel
+    finally:
+        plt.close("all")
+
+
+def test_every_slice_figure_has_orientation_letters_and_readable_panels():
+    figs = _helper_figures()
+    try:
+        for name, fig in figs.items():
+            assert 110 <= fig.dpi <= 150, f"{name} is drawn at {fig.dpi} dpi"
+            panels = _image_axes(fig)
+            if not panels:
+                continue
+            fig.canvas.draw()
+            lettered = [ax for ax in panels if {t.get_text() for t in ax.texts} >= {"S", "I"}]
+            assert lettered, f"{name}: no panel carries orientation letters"
+            for ax in panels:
+                box = ax.get_window_extent()
+                assert max(box.width, box.height) >= 280, f"{name}: a panel is only {box.width:.0f} x {box.height:.0f} px"
+        # the model's slices (across axis 0) carry the coronal letters
+        axis0 = figs["compare_slices_axis0"].axes[0]
+        assert {t.get_text() for t in axis0.texts} >= {"S", "I", "L", "R"}
+    finally:
+        plt.close("all")
+
+
+def test_animation_has_letters_and_a_legend(monkeypatch):
+    image, label, pred = _volume()
+    seen = {}
+
+    def capture(anim):
+        seen["fig"] = anim._fig
+        anim._draw_was_started = True  # not rendered on purpose: only the figure is inspected
+        return "<html/>"
+
+    monkeypatch.setattr(plots, "animation_html", capture)
+    assert plots.animate_slices(image, label, pred, step=8, title="t") == "<html/>"
+    fig = seen["fig"]
+    assert min(fig.get_size_inches()) * fig.dpi >= 300, "frames of at least 300 px"
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert legend == ["label", "prediction"]
+    letters = {t.get_text() for t in fig.axes[0].texts}
+    assert {"S", "I", "P", "A"} <= letters
+    plt.close("all")
+
+
+def test_animation_frames_are_light_jpeg():
+    image, label, _ = _volume((40, 44, 12))
+    html = plots.animate_slices(image, label, step=4)
+    if "data:image/jpeg" not in html and "<video" not in html:
+        pytest.fail("the JavaScript player should embed JPEG frames")
+    plt.close("all")
+
+
+def test_score_bars_write_their_values():
+    fig, ax = plt.subplots(dpi=plots.FIG_DPI)
+    plots.score_bars(ax, ["a", "b"], [0.8654, 0.9], reference=0.927, ylim=(0, 1))
+    texts = _texts(fig)
+    assert "0.865" in texts and "0.900" in texts
+    assert any("0.927" in t for t in texts), texts
+    plt.close(fig)
