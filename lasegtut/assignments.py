@@ -109,6 +109,7 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
     nb = json.loads(json.dumps(nb))  # deep copy
     n_total = 0
     for k, cell in enumerate(nb["cells"], start=1):
+        _check_cell(cell, f"{name}, cell {k}")
         kind = cell.get("cell_type")
         if kind in ("code", "markdown"):
             lines = _source_lines(cell)
@@ -123,8 +124,22 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
         md = cell.get("metadata", {})
         for key in ("execution", "collapsed", "scrolled"):
             md.pop(key, None)
+    if not isinstance(nb.get("metadata", {}), dict):
+        raise LasegError(f"{name}: the notebook's metadata is not a JSON object")
     nb.get("metadata", {}).pop("widgets", None)
     return nb, n_total
+
+
+def _check_cell(cell: Any, where: str) -> None:
+    """A cell as nbformat 4 has it, or a one-line LasegError: a JSON object whose ``source`` is a
+    string or a list of strings and whose ``metadata``, if any, is an object."""
+    if not isinstance(cell, dict):
+        raise LasegError(f"{where} is not a JSON object but {type(cell).__name__}")
+    src = cell.get("source", "")
+    if not (isinstance(src, str) or (isinstance(src, list) and all(isinstance(x, str) for x in src))):
+        raise LasegError(f"{where}: its source is neither text nor a list of lines")
+    if not isinstance(cell.get("metadata", {}), dict):
+        raise LasegError(f"{where}: its metadata is not a JSON object")
 
 
 def _notebooks_in(source: Path) -> list[Path]:
@@ -155,7 +170,7 @@ def build_student_notebooks(source: str | os.PathLike | None, out_dir: str | os.
     for p in paths:
         try:
             nb = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise LasegError(f"cannot read {p.name} as a notebook: {str(e).splitlines()[0]}") from None
         student, _ = student_notebook(nb, name=p.name)
         students.append((out / p.name, student))
