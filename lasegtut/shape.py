@@ -492,16 +492,12 @@ def write_mesh(path: str | os.PathLike, mesh: SurfaceMesh, affine: np.ndarray, *
     ras = mesh_to_world(mesh, a)
     lps = ras * np.array([-1.0, -1.0, 1.0])
     faces = mesh.faces if np.linalg.det(a[:3, :3]) > 0 else mesh.faces[:, ::-1]  # a mirrored affine
-    tmp = p.with_name(".tmp-" + p.name)
-    try:
-        with open(tmp, "wb") as f:
-            if suffix == ".stl":
-                _write_stl(f, lps, faces)
-            else:
-                _write_ply(f, lps, faces)
-        os.replace(tmp, p)
+    from .preprocess import atomic_write
+
+    writer = _write_stl if suffix == ".stl" else _write_ply
+    try:  # a temporary of a unique name, removed on any failure, Ctrl-C and SIGTERM included
+        atomic_write(p, lambda f: writer(f, lps, faces))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise LasegError(f"could not write {p}: {e.strerror or e}") from None
     return p
 

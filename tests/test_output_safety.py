@@ -217,3 +217,16 @@ def test_two_preprocess_runs_into_one_cache_both_succeed(tmp_path, monkeypatch):
     leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
     assert leftovers == []
     json.loads((tmp_path / "cache" / "index.json").read_text())
+
+
+def test_pack_never_overwrites_its_data_and_checks_its_output_first(tmp_path, capsys, no_voxels_read):
+    """`pack --out` naming dataset.json (with --force) or a folder is refused before any case is read."""
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root)
+    before = (root / "dataset.json").read_bytes()
+    rc = main(["pack", "--data", str(root), "--out", str(root / "dataset.json"), "--force", "--quiet"])
+    _refused(capsys, rc, "an input is never overwritten")
+    assert (root / "dataset.json").read_bytes() == before
+    (tmp_path / "p.npz.xz").mkdir()
+    _refused(capsys, main(["pack", "--data", str(root), "--out", str(tmp_path / "p.npz.xz"), "--force", "--quiet"]),
+             "is a folder")
