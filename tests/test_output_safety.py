@@ -230,3 +230,16 @@ def test_pack_never_overwrites_its_data_and_checks_its_output_first(tmp_path, ca
     (tmp_path / "p.npz.xz").mkdir()
     _refused(capsys, main(["pack", "--data", str(root), "--out", str(tmp_path / "p.npz.xz"), "--force", "--quiet"]),
              "is a folder")
+
+
+def test_atomically_written_files_get_the_usual_permissions(tmp_path):
+    """Temporary files are created 0600; the renamed result must be readable as any new file is
+    (0666 less the umask), or a mask or cache shared with a group becomes unreadable to it."""
+    import stat
+
+    from lasegtut.preprocess import atomic_write
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~umask
