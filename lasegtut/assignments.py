@@ -229,8 +229,7 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
     students = []
     n_total = 0
     for k, cell in enumerate(nb["cells"], start=1):
-        if not isinstance(cell, dict):
-            raise LasegError(f"{name}, cell {k}: not a notebook cell")
+        _check_cell(cell, f"{name}, cell {k}")
         kind = cell.get("cell_type")
         where = f"{name}, cell {k} ({kind})"
         if kind not in ("code", "markdown", "raw"):
@@ -263,6 +262,18 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
     return student, n_total
 
 
+def _check_cell(cell: Any, where: str) -> None:
+    """A cell as nbformat 4 has it, or a one-line LasegError: a JSON object whose ``source`` is a
+    string or a list of strings and whose ``metadata``, if any, is an object."""
+    if not isinstance(cell, dict):
+        raise LasegError(f"{where} is not a JSON object but {type(cell).__name__}")
+    src = cell.get("source", "")
+    if not (isinstance(src, str) or (isinstance(src, list) and all(isinstance(x, str) for x in src))):
+        raise LasegError(f"{where}: its source is neither text nor a list of lines")
+    if not isinstance(cell.get("metadata", {}), dict):
+        raise LasegError(f"{where}: its metadata is not a JSON object")
+
+
 def _notebooks_in(source: Path) -> list[Path]:
     return sorted(p for p in source.glob("*.ipynb") if p.is_file() and not p.name.startswith("."))
 
@@ -291,7 +302,7 @@ def build_student_notebooks(source: str | os.PathLike | None, out_dir: str | os.
     for p in paths:
         try:
             nb = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise LasegError(f"cannot read {p.name} as a notebook: {str(e).splitlines()[0]}") from None
         student, _ = student_notebook(nb, name=p.name)
         students.append((out / p.name, student))

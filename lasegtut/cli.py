@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import LasegError
+from .errors import LasegError, LasegWarning
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract of every other error: one line on stderr, exit status 2 (the
+    usage lines argparse prints first are left out; ``--help`` shows them)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _print_json(obj: dict) -> None:
@@ -170,7 +178,7 @@ def cmd_shape(args: argparse.Namespace) -> int:
     from .shape import check_mesh_path, shape_metrics, write_mesh
 
     if args.mesh:
-        check_mesh_path(args.mesh, args.force)  # fail before any work
+        check_mesh_path(args.mesh, args.force, inputs=[args.mask])  # fail before any work
     mask, spacing, affine = load_mask(args.mask)
     report = shape_metrics(mask, spacing, components="error" if args.strict else "largest")
     print(f"left-atrium shape of {args.mask}")
@@ -227,7 +235,7 @@ def cmd_assignments_grade(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="lasegtut", description=(
+    p = _Parser(prog="lasegtut", description=(
         "Left-atrium segmentation in cardiac MRI, from voxels to millilitres. "
         "Pipeline: download -> preprocess -> train -> predict -> evaluate -> volume."))
     p.add_argument("--version", action="version", version=f"lasegtut {__version__}")
@@ -342,19 +350,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A user error prints one line on stderr and returns 2; Ctrl-C returns 130
+    and SIGTERM 143, each after one line and after temporary files are removed; a
+    :class:`~lasegtut.errors.LasegWarning` is one line on stderr too."""
+    import warnings
+
+    from .safeio import Terminated, termination_as_exception
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except LasegError as e:
-        print(f"lasegtut {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lasegtut {args.command}: interrupted", file=sys.stderr)
-        return 130
+    name = f"lasegtut {args.command}"
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, LasegWarning):
+            print(f"{name}: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings(), termination_as_exception():
+        default_show = warnings.showwarning
+        warnings.simplefilter("always", LasegWarning)
+        warnings.showwarning = show
+        try:
+            return int(args.func(args) or 0)
+        except LasegError as e:
+            print(f"{name}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            print(f"{name}: terminated", file=sys.stderr)
+            return 143
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ Nothing is ever downloaded implicitly: use ``lasegtut download`` for the full da
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -51,6 +54,14 @@ ENV_VAR = "LASEG_DATA_DIR"
 #: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
 #: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).
 MSD_HEART_AXCODES = ("A", "S", "R")
+
+#: The largest scan any command loads: 2**27 voxels (134 M, e.g. 512 x 512 x 512), seven times the
+#: largest MSD heart scan (320 x 320 x 180). Larger files are refused from their header, before
+#: a byte of voxel data is read (a 1024 x 1024 x 512 scan once took 8.9 GB to segment).
+MAX_VOXELS = 2 ** 27
+#: Memory one input voxel costs while it is segmented, bytes (the float32 image, its normalised
+#: crop, probabilities and masks; measured 34 B on la_014: 420 MB for 12.3 M voxels, rounded up).
+INFERENCE_BYTES_PER_VOXEL = 40
 
 
 @dataclass
@@ -115,6 +126,10 @@ def read_dataset_json(root: str | os.PathLike) -> dict:
         raise LasegError(f"{p} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("training"), list):
         raise LasegError(f"{p} has no 'training' list")
+    for i, e in enumerate(meta["training"]):
+        if not (isinstance(e, dict) and all(isinstance(e.get(k), str) and e[k] for k in ("image", "label"))):
+            raise LasegError(f"{p}: training entry {i} is not an object with 'image' and 'label' paths "
+                             f"(got {json.dumps(e)[:80]})")
     return meta
 
 
@@ -151,17 +166,27 @@ def case_paths(root: str | os.PathLike, case_id: str) -> tuple[Path, Path]:
     raise LasegError(f"case {case_id!r} is not listed in {root / 'dataset.json'}")
 
 
-def load_nifti(path: str | os.PathLike, *, what: str = "image") -> nib.Nifti1Image:
-    """Open a 3D NIfTI file and check it is usable (no data is loaded yet).
+def load_nifti(path: str | os.PathLike, *, what: str = "image", guessed: str = "refuse") -> nib.Nifti1Image:
+    """Open a 3D NIfTI file and check it is usable (no voxel data is read yet).
+
+    The header is checked (:func:`check_header`) and the size limited to :data:`MAX_VOXELS`.
+
+    Args:
+        what: how the file is named in messages (``"image"``, ``"label"``, ``"mask"``).
+        guessed: what to do with a header whose orientation nibabel would have to guess
+            (qform and sform codes both 0): ``"refuse"`` (scans: a mirrored guess changes the
+            segmentation) or ``"warn"`` (masks: their volume needs only the voxel size).
 
     Raises:
-        LasegError: missing file, not a NIfTI, truncated, not 3D.
+        LasegError: missing file, not a NIfTI, not 3D, a header without a voxel size or with a
+            singular or self-contradicting geometry, too many voxels.
     """
     p = Path(path)
     if not p.is_file():
         raise LasegError(f"{what} {p} does not exist")
     try:
-        img = nib.load(str(p))
+        with _quiet_nibabel():  # nibabel would print its header fixes ("setting 0 dims to 1")
+            img = nib.load(str(p))
     except Exception as e:  # nibabel raises many types for non-NIfTI input
         raise LasegError(f"{p} is not a readable NIfTI file ({type(e).__name__})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -171,22 +196,134 @@ def load_nifti(path: str | os.PathLike, *, what: str = "image") -> nib.Nifti1Ima
         img = img.slicer[..., 0]
     elif len(shape) != 3:
         raise LasegError(f"{p} is {len(shape)}D with shape {tuple(shape)}; a 3D volume is needed")
+    check_header(img, p, guessed=guessed)
+    n = int(np.prod(img.shape, dtype=np.int64))
+    if n > MAX_VOXELS:
+        raise LasegError(f"{p} has {n / 1e6:.0f} million voxels {tuple(img.shape)}, more than the "
+                         f"{MAX_VOXELS / 1e6:.0f} million lasegtut loads; crop or resample it first")
     return img
 
 
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's header-fix messages within the block (:func:`check_header` says what
+    matters, in one line). nibabel's own ``LoggingOutputSuppressor`` drops its handler for good."""
+    logger = logging.getLogger("nibabel.global")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def check_header(img: nib.Nifti1Image, path: str | os.PathLike, *, guessed: str = "refuse") -> None:
+    """Refuse a NIfTI header whose geometry nibabel would have to guess or that contradicts itself.
+
+    - a voxel size (pixdim 1-3) of 0 or not finite: nibabel silently makes it 1 mm (checked in
+      the header as stored, before nibabel's fixes);
+    - qform and sform codes both 0: nibabel then assumes the voxel size of pixdim and a mirrored
+      (LAS) layout; refused with ``guessed="refuse"``, a :class:`lasegtut.errors.LasegWarning`
+      with ``"warn"``;
+    - an affine that is not finite or is singular (a voxel axis of length 0, or two parallel);
+    - a voxel size (pixdim) that differs from the affine's (sform) by more than 0.1 %: volumes use
+      the one, orientation the other.
+
+    Raises:
+        LasegError: one line naming the problem.
+    """
+    import warnings
+
+    from nibabel.openers import ImageOpener
+
+    from .errors import LasegWarning
+
+    hdr = img.header
+    try:  # the header as stored: nibabel has already replaced a pixdim of 0 by 1 in img.header
+        with ImageOpener(str(path)) as f:
+            raw = type(hdr).from_fileobj(f, check=False)
+        pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # the header was read once by nib.load already; fall back on its (fixed) copy
+        pixdim = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise LasegError(f"{path}: the header gives no voxel size (pixdim {pixdim.tolist()}), so nibabel "
+                         "would assume 1 mm; set the voxel size in mm in the header and try again")
+    if int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0:
+        msg = (f"{path}: the header does not say how the voxels lie in the patient (qform_code and "
+               "sform_code are both 0), so nibabel would guess a mirrored (LAS) layout")
+        if guessed == "refuse":
+            raise LasegError(msg + "; set a qform or sform (e.g. in 3D Slicer) and try again")
+        size = " x ".join(f"{v:g}" for v in np.abs(pixdim))
+        warnings.warn(LasegWarning(f"{msg}; its voxel size is taken from pixdim ({size} mm)"), stacklevel=3)
+    aff = np.asarray(img.affine, dtype=np.float64)
+    sizes = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    if not np.all(np.isfinite(aff)) or np.any(sizes == 0) or \
+            abs(np.linalg.det(aff[:3, :3])) < 1e-6 * float(np.prod(sizes)):
+        raise LasegError(f"{path}: the header's affine is singular or not finite (voxel axes of "
+                         f"{np.round(sizes, 4).tolist()} mm); its voxels have no position in space")
+    zooms = np.abs(np.asarray(hdr.get_zooms()[:3], dtype=np.float64))
+    if not np.allclose(zooms, sizes, rtol=1e-3, atol=1e-5):
+        raise LasegError(f"{path}: the header contradicts itself: pixdim gives voxels of "
+                         f"{' x '.join(f'{v:g}' for v in zooms)} mm, the affine (sform) "
+                         f"{' x '.join(f'{v:.4g}' for v in sizes)} mm")
+
+
 def read_array(img: nib.Nifti1Image, path: str | os.PathLike = "", dtype=np.float32) -> np.ndarray:
-    """Load the voxels of ``img`` as ``dtype``; raise LasegError on a truncated or corrupt file."""
+    """Load the voxels of ``img`` as ``dtype``; raise LasegError on a truncated or corrupt file, or
+    one too large for the memory left."""
     try:
         arr = np.asarray(img.dataobj, dtype=dtype)
+    except MemoryError:
+        raise LasegError(f"{path or 'image'} {tuple(img.shape)} is too large for this machine's memory") from None
     except Exception as e:  # EOFError, zlib.error, OSError, ValueError ...
         raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
                          f"({type(e).__name__})") from None
     return arr
 
 
-def to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
-    """Reorient to the closest RAS orientation (no resampling, only flips and transposes)."""
-    return nib.as_closest_canonical(img)
+def to_ras(img: nib.Nifti1Image, path: str | os.PathLike = "") -> nib.Nifti1Image:
+    """Reorient to the closest RAS orientation (no resampling, only flips and transposes).
+
+    An image that is not RAS already has its voxels read here, so a truncated or corrupt file,
+    or one too large for memory, raises the same one-line LasegError as :func:`read_array`.
+    """
+    try:
+        return nib.as_closest_canonical(img)
+    except MemoryError:
+        raise LasegError(f"{path or 'image'} {tuple(img.shape)} is too large for this machine's memory") from None
+    except nib.orientations.OrientationError as e:
+        raise LasegError(f"{path or 'image'}: its affine gives no orientation ({e})") from None
+    except Exception as e:  # EOFError, zlib.error, OSError, ValueError ... while reading the voxels
+        raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
+                         f"({type(e).__name__})") from None
+
+
+def available_memory() -> int | None:
+    """Memory the system can still give this process without swapping, bytes (Linux's
+    ``MemAvailable``); None where it cannot be known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(img: nib.Nifti1Image, path: str | os.PathLike,
+                 bytes_per_voxel: int = INFERENCE_BYTES_PER_VOXEL) -> None:
+    """Refuse, from the header alone, a scan whose segmentation needs more memory than is available
+    (``bytes_per_voxel`` bytes per voxel against :func:`available_memory`); nothing is refused
+    where the available memory cannot be known.
+
+    Raises:
+        LasegError: one line with the memory needed and available, in GB.
+    """
+    need = int(np.prod(img.shape, dtype=np.int64)) * bytes_per_voxel
+    have = available_memory()
+    if have is not None and need > have:
+        raise LasegError(f"{path} {tuple(img.shape)} needs about {need / 1e9:.1f} GB of memory to segment, "
+                         f"and only {have / 1e9:.1f} GB are available; crop or resample it first")
 
 
 def spacing_of(img: nib.Nifti1Image) -> tuple[float, float, float]:
@@ -217,7 +354,7 @@ def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
         raise LasegError(f"{case_id}: label shape {lab.shape} differs from image shape {img.shape}")
     if not np.allclose(img.affine, lab.affine, atol=1e-3):
         raise LasegError(f"{case_id}: label affine differs from the image affine")
-    img, lab = to_ras(img), to_ras(lab)
+    img, lab = to_ras(img, img_path), to_ras(lab, lab_path)
     image = read_array(img, img_path)
     label = read_array(lab, lab_path, dtype=None)  # the file's own type (uint8 in MSD): no float copy
     if label.dtype.kind in "biu":
@@ -274,11 +411,13 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
         reoriented nibabel image (its affine is the RAS affine).
 
     Raises:
-        LasegError: missing / not NIfTI / truncated / not 3D / NaN or infinite voxels /
-            a constant image (no contrast).
+        LasegError: missing / not NIfTI / truncated / not 3D / a guessed or inconsistent header
+            (:func:`check_header`) / too large (:data:`MAX_VOXELS`, :func:`check_memory`) /
+            NaN or infinite voxels / a constant image (no contrast).
     """
     img = load_nifti(path)
-    ras = to_ras(img)
+    check_memory(img, path)
+    ras = to_ras(img, path)
     arr = read_array(ras, path)
     if not np.isfinite(arr).all():
         raise LasegError(f"{path} has NaN or infinite voxels")
@@ -294,10 +433,15 @@ def load_mask(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, 
         ``(mask, spacing, affine)``: uint8 array ``(x, y, z)`` in {0, 1}, spacing in mm,
         RAS affine.
 
+    A mask whose header leaves the orientation to nibabel's guess (qform and sform codes 0) is
+    loaded with a :class:`lasegtut.errors.LasegWarning`: its voxel size (pixdim) is all a
+    volume needs.
+
     Raises:
-        LasegError: missing / not NIfTI / truncated / not 3D / NaN / values outside {0, 1}.
+        LasegError: missing / not NIfTI / truncated / not 3D / no voxel size or an inconsistent
+            header / NaN / values outside {0, 1}.
     """
-    img = to_ras(load_nifti(path, what="mask"))
+    img = to_ras(load_nifti(path, what="mask", guessed="warn"), path)
     arr = read_array(img, path)
     if not np.isfinite(arr).all():
         raise LasegError(f"{path} has NaN or infinite voxels")

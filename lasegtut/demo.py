@@ -38,8 +38,12 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     fig.suptitle(title + "   orange: expert label, teal dashed: model", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    from .preprocess import atomic_write
+
+    try:  # under a temporary name, then renamed: never a truncated PNG under the final name
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -56,28 +60,35 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
 
     import nibabel as nib
 
-    from .data import BUNDLED_SAMPLE
+    from .data import BUNDLED_SAMPLE, case_paths, resolve_data_dir
     from .evaluation import evaluate_cases
     from .inference import load_model, resolve_device
+    from .safeio import check_output_file, make_output_dir
 
     dev = resolve_device(device)
     model, info = load_model(weights, device=dev)
-    m = evaluate_cases(data or BUNDLED_SAMPLE, [case_id], model, info, keep_masks=True, keep_images=True,
+    root = resolve_data_dir(data or BUNDLED_SAMPLE)
+    case_paths(root, case_id)  # an unknown case is refused before the output folder is made
+    # the output folder and both files are checked before the work (a file named like the folder,
+    # a folder named like a file, a place where nothing can be written); the demo's own files are
+    # replaced on every run, so they may exist
+    out = make_output_dir(out)
+    mask_path, png_path = out / f"{case_id}_pred.nii.gz", out / f"{case_id}_overlay.png"
+    for p in (mask_path, png_path):
+        check_output_file(p, force=True)
+    m = evaluate_cases(root, [case_id], model, info, keep_masks=True, keep_images=True,
                        device=dev)[0]
     pred, seconds = m["pred"], m["seconds"]
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LasegError(f"cannot create output folder {out} ({e.strerror})") from None
-    mask_path = out / f"{case_id}_pred.nii.gz"
     from .preprocess import atomic_write
 
     # written under a temporary name, then renamed: never a truncated mask under the final name
     mask_img = nib.Nifti1Image(pred.astype(np.uint8), m["affine"])
-    atomic_write(mask_path, lambda f: f.write(gzip.compress(mask_img.to_bytes(), compresslevel=6)))
-    png = save_overlay_png(m["image"], m["label"], pred, out / f"{case_id}_overlay.png", m["spacing"],
-                           title=f"{case_id}: Dice {m['dice']:.3f}")
+    try:
+        atomic_write(mask_path, lambda f: f.write(gzip.compress(mask_img.to_bytes(), compresslevel=6)))
+        png = save_overlay_png(m["image"], m["label"], pred, png_path, m["spacing"],
+                               title=f"{case_id}: Dice {m['dice']:.3f}")
+    except OSError as e:
+        raise LasegError(f"could not write into {out} ({e.strerror or type(e).__name__})") from None
     err = 100 * (m["volume_pred_ml"] - m["volume_label_ml"]) / m["volume_label_ml"]
     print(f"case {case_id} (bundled validation case, never seen in training), segmented in {seconds:.1f} s")
     print(f"Dice {m['dice']:.3f}   IoU {m['iou']:.3f}   HD95 {m['hd95_mm']:.1f} mm   ASSD {m['assd_mm']:.2f} mm")

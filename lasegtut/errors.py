@@ -8,3 +8,10 @@ raises :class:`LasegError` with a one-line message. The command line turns it in
 
 class LasegError(Exception):
     """A user-facing error with a single-line, actionable message."""
+
+
+class LasegWarning(UserWarning):
+    """Something the user should know about a result that is still given (one line, like errors).
+
+    The command line prints it as ``lasegtut CMD: warning: <message>`` on stderr.
+    """

@@ -81,6 +81,11 @@ def load_models(weights: Sequence[str | os.PathLike] | None = None,
 def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
     """Load a U-Net from exported weights (``model.pt``) or a Lightning checkpoint (``.ckpt``).
 
+    Both are read with ``torch.load(weights_only=True)`` (:func:`lasegtut.safeio.load_torch_file`):
+    only tensors and plain Python data. A file that pickles anything else (which could run code
+    when loaded) is refused, whatever its name; checkpoints written by ``lasegtut train`` hold
+    nothing else. Every field is checked before a network is built.
+
     Returns:
         ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
         (crop, voxels), ``context`` and ``context_stride`` (2.5D neighbour slices per side and
@@ -89,41 +94,93 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         at; the MSD's for files that do not say) and ``meta``.
 
     Raises:
-        LasegError: missing or unreadable file, or not a lasegtut model.
+        LasegError: missing or unreadable file, a pickled object other than weights, not a
+            lasegtut model, or a field that is missing or malformed.
     """
+    from .safeio import load_torch_file
+
     path = Path(weights) if weights else SHIPPED_WEIGHTS
     if not path.is_file():
         hint = "" if weights else " (the shipped model is missing: reinstall lasegtut)"
         raise LasegError(f"weights file {path} does not exist{hint}")
-    # Exported weights hold only tensors and numbers: load them with weights_only=True (no
-    # pickled code can run). A Lightning checkpoint also pickles Python objects, so it is
-    # loaded in full: only load checkpoints you made yourself or trust.
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
-    except Exception as e:
-        raise LasegError(f"{path} is not a readable weights file ({type(e).__name__})") from None
-    if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
-        config, state = UNetConfig.from_dict(obj["config"]), obj["state_dict"]
-        geometry = obj
-        info = {"input_size": int(obj["input_size"]), "border": int(obj["border"]), "meta": obj.get("meta", {})}
-    elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
-        hp = obj["hyper_parameters"]
-        config = UNetConfig.from_dict(hp["model_config"])
-        state = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        geometry = hp
-        info = {"input_size": int(hp.get("input_size") or 256), "border": int(hp.get("border", DEFAULT_BORDER)), "meta": {}}
-    else:
-        raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
-    # 2.5D input and slice axis; weights from before they existed are 1-slice models across axis 2
-    info.update(context=int(geometry.get("context", 0)), context_stride=int(geometry.get("context_stride", 1)),
-                slice_axis=int(geometry.get("slice_axis", 2)),
-                spacing_mm=tuple(float(v) for v in geometry.get("spacing_mm", MSD_SPACING)))
+    config, state, info = _parse_weights(load_torch_file(path), path)
+    with torch.device("meta"):  # the network's shapes, without allocating it (a crafted config may be huge)
+        expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != expected:
+        raise LasegError(f"{path}: the weights do not match the network they describe")
     model = UNet(config)
     try:
         model.load_state_dict(state)
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise LasegError(f"{path}: the weights do not match the network they describe") from None
     return model.eval().to(resolve_device(device)), info
+
+
+def _parse_weights(obj: object, path: Path) -> tuple[UNetConfig, dict, dict]:
+    """``(config, state_dict, info)`` from what :func:`load_model` read; LasegError naming the first
+    missing or malformed field (sizes in pixels, crop in voxels, axes 0-2)."""
+    def bad(field: str, why: str) -> LasegError:
+        return LasegError(f"{path} is a damaged lasegtut model: {field} {why}")
+
+    def whole(field: str, value: object, lo: int, hi: int) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise bad(field, f"must be a whole number from {lo} to {hi}, not {value!r}"[:200])
+        return value
+
+    if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
+        geometry, raw_config, raw_state, meta = obj, obj.get("config"), obj.get("state_dict"), obj.get("meta", {})
+        for field in ("input_size", "border"):
+            if field not in obj:
+                raise bad(field, "is missing")
+        size, border = obj["input_size"], obj["border"]
+    elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        geometry, meta = obj["hyper_parameters"], {}
+        if not isinstance(geometry, dict):
+            raise bad("hyper_parameters", "is not a dict")
+        raw_config, raw_state = geometry.get("model_config"), obj["state_dict"]
+        if isinstance(raw_state, dict):
+            raw_state = {k[len("model."):]: v for k, v in raw_state.items()
+                         if isinstance(k, str) and k.startswith("model.")}
+        size, border = geometry.get("input_size") or 256, geometry.get("border", DEFAULT_BORDER)
+    else:
+        raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
+    if not isinstance(raw_config, dict):
+        raise bad("config", "is missing or not a dict")
+    widths = raw_config.get("widths")
+    if not isinstance(widths, (list, tuple)) or not 1 <= len(widths) <= 8:
+        raise bad("config.widths", "must be a list of 1 to 8 channel counts")
+    norm = raw_config.get("norm", "batch")
+    if norm not in ("none", "batch", "instance"):
+        raise bad("config.norm", f"must be none, batch or instance, not {norm!r}"[:120])
+    if set(raw_config) - {"widths", "norm", "in_channels", "out_channels"}:
+        raise bad("config", f"has unknown keys {sorted(map(str, raw_config))}"[:200])
+    config = UNetConfig(widths=tuple(whole("config.widths", w, 1, 4096) for w in widths), norm=norm,
+                        in_channels=whole("config.in_channels", raw_config.get("in_channels", 1), 1, 255),
+                        out_channels=whole("config.out_channels", raw_config.get("out_channels", 1), 1, 255))
+    if not isinstance(raw_state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in raw_state.items()):
+        raise bad("state_dict", "is missing or not a dict of tensors")
+    step = 2 ** config.depth
+    info = {"input_size": whole("input_size", size, step, 4096), "border": whole("border", border, 0, 4096),
+            "meta": meta if isinstance(meta, dict) else {}}
+    if info["input_size"] % step:
+        raise bad("input_size", f"{info['input_size']} must be a multiple of {step} for this network")
+    # 2.5D input and slice axis; weights from before they existed are 1-slice models across axis 2
+    info.update(context=whole("context", geometry.get("context", 0), 0, 127),
+                context_stride=whole("context_stride", geometry.get("context_stride", 1), 1, 1024),
+                slice_axis=whole("slice_axis", geometry.get("slice_axis", 2), 0, 2))
+    if config.in_channels != 2 * info["context"] + 1:
+        raise bad("context", f"{info['context']} needs {2 * info['context'] + 1} input channels, "
+                             f"the network has {config.in_channels}")
+    # the voxel size it was trained at; weights from before it was recorded: the MSD's
+    spacing = geometry.get("spacing_mm", MSD_SPACING)
+    if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3
+            and all(isinstance(v, (int, float)) and 0.05 <= v <= 20 for v in spacing)):
+        raise bad("spacing_mm", f"must be three voxel sizes in mm, not {spacing!r}"[:200])
+    info["spacing_mm"] = tuple(float(v) for v in spacing)
+    return config, raw_state, info
 
 
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -364,32 +421,42 @@ def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) ->
     return np.ascontiguousarray(nib.orientations.apply_orientation(mask_ras, transform))
 
 
-def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os.PathLike) -> Path:
-    """Save an RAS mask on the grid of the scan it was predicted from: back in the scan's own
-    orientation, with its affine and header, as uint8. Written under a temporary name in the
-    same folder and renamed, so a crash or a full disk never leaves a half-written mask."""
+def _check_output(output: Path, force: bool, inputs: Sequence[str | os.PathLike | None] = ()) -> None:
+    """Before any work: ``output`` ends in .nii.gz or .nii, is none of ``inputs`` (the scan and the
+    weights, also through links or another spelling), exists only with ``force``, and its folder
+    accepts a new file (see :func:`lasegtut.safeio.check_output_file`)."""
+    from .safeio import check_output_file
+
+    check_output_file(output, force=force, inputs=inputs, suffixes=(".nii.gz", ".nii"))
+
+
+def _save_mask(img: nib.Nifti1Image, output: Path) -> None:
+    """Write ``img`` to ``output`` (gzip-compressed for .nii.gz) through a temporary file of a unique
+    name that is renamed at the end: never a half-written mask under its final name, and no
+    temporary left behind on any failure (a full disk) or on Ctrl-C / SIGTERM."""
     import gzip
 
     from .preprocess import atomic_write
 
+    raw = img.to_bytes()
+    data = gzip.compress(raw, compresslevel=6) if output.name.endswith(".gz") else raw
+    try:
+        atomic_write(output, lambda f: f.write(data))
+    except OSError as e:
+        raise LasegError(f"could not write {output} ({e.strerror or type(e).__name__}); nothing was written") from None
+
+
+def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os.PathLike) -> Path:
+    """Save an RAS mask on the grid of the scan it was predicted from: back in the scan's own
+    orientation, with its affine and header, as uint8, through :func:`_save_mask` (atomic, no
+    temporary left on any failure)."""
     output = Path(output)
     mask = _to_original_orientation(mask_ras, original)
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
     header["scl_slope"], header["scl_inter"] = 1, 0
-    data = nib.Nifti1Image(mask, original.affine, header).to_bytes()
-    atomic_write(output, lambda f: f.write(gzip.compress(data, compresslevel=6) if output.name.endswith(".gz") else data))
+    _save_mask(nib.Nifti1Image(mask, original.affine, header), output)
     return output
-
-
-def _check_output(output: Path, force: bool) -> None:
-    name = output.name
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise LasegError(f"output {output} must end in .nii.gz or .nii")
-    if output.exists() and not force:
-        raise LasegError(f"{output} already exists; use --force to overwrite it")
-    if not output.parent.exists():
-        raise LasegError(f"output folder {output.parent} does not exist")
 
 
 def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
@@ -401,8 +468,9 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     ``weights``: one weights file, or several whose probabilities are averaged (default: the
     shipped model). ``device``: see :func:`resolve_device`.
 
-    Nothing is written when anything fails; an existing ``output`` is only replaced with
-    ``force=True``, and then atomically (written to a temporary file, then renamed).
+    Nothing is written when anything fails; the output location is checked before any work; an
+    input (the scan, a weights file) is never overwritten; an existing ``output`` is only replaced
+    with ``force=True``, and then atomically (written to a temporary file, then renamed).
 
     Returns:
         A report: ``output``, ``volume_ml``, ``voxels``, ``status`` (``"ok"``, or why the volume
@@ -416,11 +484,11 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
 
     t0 = time.perf_counter()
     output = Path(output)
-    _check_output(output, force)
+    paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
+    _check_output(output, force, inputs=[input, *(paths or [])])
     device = resolve_device(device)
     original = load_nifti(input)
     image, spacing, _ = load_image(input)
-    paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
     members = load_models(paths, device=device)
     mask_ras = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component, device=device)
     if not mask_ras.any():

@@ -87,17 +87,16 @@ def write_pack(data: str | os.PathLike | None, out: str | os.PathLike, *,
         bits: grey levels of the stored images, as bits (1..8).
         force: replace an existing ``out``.
     """
-    from .data import VALIDATION_CASES, list_cases, resolve_data_dir
+    from .data import VALIDATION_CASES, case_paths, list_cases, resolve_data_dir
     from .preprocess import write_cache
+    from .safeio import check_output_file
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise LasegError(f"{out} already exists; use --force to replace it")
-    if not out.parent.is_dir():
-        raise LasegError(f"output folder {out.parent} does not exist")
     quantise(np.zeros(1), bits)  # validates bits before any work
     root = resolve_data_dir(data)
     ids = list(cases) if cases else [c for c in list_cases(root) if c not in VALIDATION_CASES]
+    # before any work: not a folder, none of the files read, existing only with force, a folder that accepts it
+    inputs = [root / "dataset.json"] + [p for cid in ids for p in case_paths(root, cid)]
+    out = check_output_file(out, force=force, inputs=inputs, what="pack")
     if not ids:
         raise LasegError(f"{root} holds no training cases outside the validation cases {', '.join(VALIDATION_CASES)}")
     t0 = time.perf_counter()

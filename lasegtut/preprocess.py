@@ -274,15 +274,15 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
     from tqdm.auto import tqdm
 
     from .data import list_cases, load_case, resolve_data_dir, image_hash
+    from .safeio import make_output_dir
 
     if dtype not in ("float16", "float32"):
         raise LasegError(f"dtype must be float16 or float32, not {dtype}")
     root = resolve_data_dir(data)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    ids = cases or list_cases(root)  # dataset.json is checked before anything is written
+    out = make_output_dir(out, "cache folder")
     index_path = out / "index.json"
     index = load_index(out) if index_path.exists() else {"version": CACHE_VERSION, "cases": {}}
-    ids = cases or list_cases(root)
     t0 = time.perf_counter()
     done, skipped = [], []
     for cid in tqdm(ids, desc="preprocess", disable=not progress):
@@ -317,14 +317,34 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
 def atomic_write(path: Path, write) -> None:
     """Write ``path`` through a temporary file of a unique name in the same folder, then rename:
     readers never see a half-written file, and two processes writing at once never share a
-    temporary (the last complete write wins). The temporary is removed on any failure."""
+    temporary (the last complete write wins). The data are flushed to disk before the rename, so
+    a full disk fails here, not later. The temporary is removed on any failure, Ctrl-C included
+    (and SIGTERM under the command line, see :func:`lasegtut.safeio.termination_as_exception`).
+    The file gets the permissions a newly created file would (the umask), not the 0600 of a
+    temporary file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux), else 0o022."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -337,16 +357,27 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
 
 
 def load_index(cache: str | os.PathLike) -> dict:
-    """Read ``cache/index.json``; LasegError if absent or unreadable."""
+    """Read ``cache/index.json``; LasegError if absent, unreadable, of another version, or without a
+    ``cases`` table of entries that name their image and mask files."""
     p = Path(cache) / "index.json"
     try:
         index = json.loads(p.read_text())
     except FileNotFoundError:
         raise LasegError(f"{cache} is not a lasegtut cache (no index.json); run `lasegtut preprocess`") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise LasegError(f"{p} is corrupt; delete the cache folder and run `lasegtut preprocess` again") from None
+    except OSError as e:
+        raise LasegError(f"cannot read {p} ({e.strerror or type(e).__name__})") from None
+    if not isinstance(index, dict):
+        raise LasegError(f"{p} is corrupt; delete the cache folder and run `lasegtut preprocess` again")
     if index.get("version") != CACHE_VERSION:
         raise LasegError(f"{cache} was written by another lasegtut version; run `lasegtut preprocess` again")
+    cases = index.get("cases")
+    if not isinstance(cases, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("image_file"), str) and isinstance(e.get("mask_file"), str)
+            for e in cases.values()):
+        raise LasegError(f"{p} has no valid 'cases' table; delete the cache folder and run "
+                         "`lasegtut preprocess` again")
     return index
 
 

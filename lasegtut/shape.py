@@ -460,17 +460,17 @@ def mesh_to_world(mesh: SurfaceMesh, affine: np.ndarray) -> np.ndarray:
     return ijk @ a[:3, :3].T + a[:3, 3]
 
 
-def check_mesh_path(path: str | os.PathLike, force: bool = False) -> Path:
-    """Check an output mesh path before any work: ``.stl`` or ``.ply``, an existing folder, and no
-    existing file unless ``force``. Raises :class:`LasegError` otherwise; returns the path."""
+def check_mesh_path(path: str | os.PathLike, force: bool = False,
+                    inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Check an output mesh path before any work: ``.stl`` or ``.ply``, not a folder, none of
+    ``inputs``, no existing file unless ``force``, and a folder that accepts a new file (see
+    :func:`lasegtut.safeio.check_output_file`). Raises :class:`LasegError` otherwise; returns the path."""
+    from .safeio import check_output_file
+
     p = Path(path)
     if p.suffix.lower() not in MESH_SUFFIXES:
         raise LasegError(f"mesh file {p} must end in .stl or .ply")
-    if p.exists() and not force:
-        raise LasegError(f"{p} already exists; use --force to overwrite it")
-    if not p.parent.is_dir():
-        raise LasegError(f"output folder {p.parent} does not exist")
-    return p
+    return check_output_file(p, force=force, inputs=inputs, what="mesh file")
 
 
 def write_mesh(path: str | os.PathLike, mesh: SurfaceMesh, affine: np.ndarray, *, force: bool = False) -> Path:
@@ -492,16 +492,12 @@ def write_mesh(path: str | os.PathLike, mesh: SurfaceMesh, affine: np.ndarray, *
     ras = mesh_to_world(mesh, a)
     lps = ras * np.array([-1.0, -1.0, 1.0])
     faces = mesh.faces if np.linalg.det(a[:3, :3]) > 0 else mesh.faces[:, ::-1]  # a mirrored affine
-    tmp = p.with_name(".tmp-" + p.name)
-    try:
-        with open(tmp, "wb") as f:
-            if suffix == ".stl":
-                _write_stl(f, lps, faces)
-            else:
-                _write_ply(f, lps, faces)
-        os.replace(tmp, p)
+    from .preprocess import atomic_write
+
+    writer = _write_stl if suffix == ".stl" else _write_ply
+    try:  # a temporary of a unique name, removed on any failure, Ctrl-C and SIGTERM included
+        atomic_write(p, lambda f: writer(f, lps, faces))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise LasegError(f"could not write {p}: {e.strerror or e}") from None
     return p
 

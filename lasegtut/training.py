@@ -31,7 +31,6 @@ with overlay images),
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -43,11 +42,12 @@ import pytorch_lightning as pl
 import torch
 
 from .augment import AugmentConfig
-from .data import VALIDATION_CASES, resolve_data_dir
+from .data import VALIDATION_CASES, list_cases, resolve_data_dir
 from .errors import LasegError
 from .losses import DiceBCELoss
 from .model import UNet, UNetConfig
-from .preprocess import DEFAULT_BORDER, load_index, write_cache
+from .preprocess import DEFAULT_BORDER, load_index, write_cache, write_json_atomic
+from .safeio import make_output_dir
 from .split import split_cases
 
 if TYPE_CHECKING:
@@ -390,17 +390,27 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         raise LasegError(f"the {prof.name} profile needs a CUDA GPU; use --profile cpu on this machine")
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
     root = resolve_data_dir(data)
+    list_cases(root)  # a broken dataset.json is refused before anything is written
+    model_config = prof.model_config().to_dict()
+    start = _load_init(init, prof) if init is not None else None  # before any work, like every check
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resume = resume and last.is_file()
+    if resume:
+        _check_resume(last, model_config, prof)
     cache = Path(cache) if cache else out / "cache"
+    if (cache / "index.json").exists():
+        load_index(cache)
+    make_output_dir(out)
     if pack is not None:
         from .pack import unpack
 
         unpack(pack, cache)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
-    (out / "split.json").write_text(json.dumps({"train": train_cases, "val": val_cases,
-                                                 "data": str(root), "pack": str(pack) if pack else None}, indent=1))
+    write_json_atomic(out / "split.json", {"train": train_cases, "val": val_cases,
+                                           "data": str(root), "pack": str(pack) if pack else None})
 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -408,23 +418,14 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     pl.seed_everything(prof.seed, workers=True, verbose=False)
     dm = datamodule(replace(prof, num_workers=min(prof.num_workers, max(available_cpus() - 1, 0))),
                     cache, train_cases, val_cases)
-    model_config = prof.model_config().to_dict()
     cached = load_index(cache)["cases"]
     spacing = [round(float(np.mean([cached[c]["spacing_mm"][i] for c in train_cases])), 4) for i in range(3)]
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
                           spacing_mm=spacing, **prof.geometry())
-    if init is not None:
-        from .inference import load_model
-
-        start, info = load_model(init)
-        if start.config != module.model.config or {k: info[k] for k in prof.geometry()} != prof.geometry():
-            raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
-                             f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
-                             f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
+    if start is not None:
         module.model.load_state_dict(start.state_dict())
     if prof.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:02d}-{val_dice:.4f}",
                               monitor="val_dice", mode="max", save_top_k=1)
     # Lightning 2.6's save_last only writes last.ckpt when a new best was saved, so an interrupted
@@ -443,14 +444,15 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         check_val_every_n_epoch=max(1, min(prof.val_every, prof.epochs)), benchmark=prof.accelerator == "gpu",
         enable_progress_bar=progress, num_sanity_val_steps=0, enable_model_summary=progress,
     )
-    last = ckpt_dir / "last.ckpt"
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)
+    # weights_only=True: Lightning resumes with torch.load(weights_only=True), whatever the torch
+    # default or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD say; _check_resume has read the file that way already
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - t0
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     best_score = float(best_cb.best_model_score) if best_cb.best_model_score is not None else None
     if prof.select == "best" and best_path and best_path.exists():
-        module = LitSegmenter.load_from_checkpoint(best_path, map_location="cpu")
+        module = LitSegmenter.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
     last_dice = trainer.callback_metrics.get("val_dice")
     epochs = int(trainer.current_epoch)
     meta = {"profile": prof.name, "train_cases": ",".join(train_cases), "val_cases": ",".join(val_cases),
@@ -472,10 +474,61 @@ def _device_name(accelerator: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {available_cpus()} cores)"
 
 
+def _load_init(init: str | os.PathLike, prof: Profile) -> UNet:
+    """The network of ``init`` (:func:`lasegtut.inference.load_model`: ``weights_only`` loading),
+    checked to have the shape and input geometry ``prof`` trains; LasegError otherwise."""
+    from .inference import load_model
+
+    start, info = load_model(init)
+    if start.config != prof.model_config() or {k: info[k] for k in prof.geometry()} != prof.geometry():
+        raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
+                         f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
+                         f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
+    return start
+
+
+def _check_resume(last: Path, model_config: dict, prof: Profile) -> None:
+    """Before any work: ``last`` (a run's ``last.ckpt``) must be a readable checkpoint (loaded with
+    ``weights_only=True``) of the network and input geometry ``prof`` trains, else LasegError with
+    the way out (``--no-resume`` or another ``--out``)."""
+    from .safeio import load_torch_file
+
+    hint = f"use --no-resume to start afresh in {last.parent.parent} (its checkpoints are replaced) or another --out"
+    try:
+        ckpt = load_torch_file(last, "checkpoint")
+    except LasegError as e:
+        raise LasegError(f"cannot resume: {e}; {hint}") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise LasegError(f"cannot resume: {last} is not a lasegtut training checkpoint; {hint}")
+    theirs = {"model": hp.get("model_config"), **{k: hp.get(k) for k in prof.geometry()}}
+    ours = {"model": model_config, **prof.geometry()}
+    if theirs != ours:
+        cfg = hp.get("model_config") if isinstance(hp.get("model_config"), dict) else {}
+        raise LasegError(f"cannot resume: {last} was trained with another recipe (widths {cfg.get('widths')} "
+                         f"at {hp.get('input_size')} px, crop {hp.get('border')}); the {prof.name} profile trains "
+                         f"{list(prof.widths)} at {prof.input_size} px, crop {prof.border}; {hint}")
+
+
 def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Turn a Lightning checkpoint (``best-*.ckpt`` / ``last.ckpt``) into a small ``model.pt``."""
+    """Turn a Lightning checkpoint (``best-*.ckpt`` / ``last.ckpt``) into a small ``model.pt``.
+
+    The checkpoint is read with ``torch.load(weights_only=True)`` only: a file that pickles other
+    Python objects (it could run code) is refused with a LasegError, as is one that is not a
+    lasegtut training checkpoint.
+    """
+    from .inference import _parse_weights
+    from .safeio import load_torch_file
+
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise LasegError(f"checkpoint {ckpt} does not exist")
-    module = LitSegmenter.load_from_checkpoint(ckpt, map_location="cpu")
+    obj = load_torch_file(ckpt, "checkpoint")
+    if not (isinstance(obj, dict) and "hyper_parameters" in obj):
+        raise LasegError(f"{ckpt} is not a Lightning checkpoint of `lasegtut train`")
+    _parse_weights(obj, ckpt)  # every field checked before Lightning builds the module
+    try:
+        module = LitSegmenter.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as e:
+        raise LasegError(f"{ckpt} is not a checkpoint of lasegtut's LitSegmenter ({type(e).__name__})") from None
     return export_weights(module, path, size=module.hparams.input_size, meta=meta)

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import torch
 
 from conftest import SAMPLE
+from lasegtut.cli import main
 from lasegtut.errors import LasegError
 from lasegtut.inference import load_model
-from lasegtut.training import PROFILES, choose_split, get_profile, train
+from lasegtut.training import PROFILES, choose_split, export_checkpoint, get_profile, train
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,12 @@ def test_exported_weights_load_safely(run):
     x = torch.rand(1, model.config.in_channels, info["input_size"], info["input_size"])
     assert model(x).shape == (1, 1) + x.shape[2:]
     assert model.config == PROFILES["ci"].model_config() and info["context"] == PROFILES["ci"].context
-    # a Lightning checkpoint loads too
+    # a Lightning checkpoint loads too, with weights_only=True (nothing but tensors and plain data in it)
     load_model(out / "checkpoints" / "last.ckpt")
+    torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    exported = export_checkpoint(out / "checkpoints" / "last.ckpt", out / "exported.pt")
+    again, info_again = load_model(exported)
+    assert again.config == model.config and info_again["context"] == info["context"]
 
 
 def test_resume_continues_from_last_checkpoint(run):
@@ -51,6 +57,20 @@ def test_resume_continues_from_last_checkpoint(run):
     assert [int(r["epoch"]) for r in first if r.get("val_dice")] == [0]
     assert [int(r["epoch"]) for r in second if r.get("val_dice")] == [1]  # epoch 0 was not trained again
     assert result.epochs == 2
+
+
+def test_resume_into_a_folder_of_another_recipe_is_one_line(run, tmp_path, capsys):
+    """Issue 11: `train --profile cpu` into a folder whose last.ckpt a ci run left printed a 110-line
+    size-mismatch traceback after preprocessing; now one line with the way out, before any work."""
+    out, _ = run
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    shutil.copy(out / "checkpoints" / "last.ckpt", other / "checkpoints" / "last.ckpt")
+    rc = main(["train", "--data", str(SAMPLE), "--profile", "cpu", "--out", str(other), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "another recipe" in err and "--no-resume" in err and "another --out" in err
+    assert sorted(p.name for p in other.iterdir()) == ["checkpoints"]  # no cache, no logs
 
 
 def test_profiles():
@@ -80,7 +100,7 @@ def test_last_checkpoint_is_the_last_epoch(tmp_path):
     """last.ckpt must follow every epoch, not only the epochs that improved the best score
     (with one all-background validation batch, val_dice stays 0 and never improves)."""
     train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=3, limit_train_batches=2, limit_val_batches=1)
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2
 
 
