@@ -254,7 +254,9 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
         students.append(out)
     for k, cell in enumerate(students, start=1):
         _check_no_leak(cell, solution, f"{name}, cell {k}")
-    md = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    if not isinstance(nb.get("metadata", {}), dict):
+        raise LasegError(f"{name}: the notebook's metadata is not a JSON object")
+    md = nb.get("metadata", {})
     student = {"cells": students,
                "metadata": {k: json.loads(json.dumps(md[k])) for k in ("kernelspec", "language_info") if k in md},
                "nbformat": nb.get("nbformat", 4), "nbformat_minor": nb.get("nbformat_minor", 5)}

@@ -65,8 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _is_cohort(inputs: Sequence[str], output: str) -> bool:
-    return (len(inputs) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir()
-            or not output.endswith((".nii", ".nii.gz")))
+    # a folder or several scans in, or an output without a NIfTI suffix: a folder of masks out (an
+    # existing folder named like a mask is refused as an output by the one-scan path)
+    return len(inputs) > 1 or Path(inputs[0]).is_dir() or not output.endswith((".nii", ".nii.gz"))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -45,9 +45,11 @@ def no_voxels_read(monkeypatch):
 
 
 def _small_scan(path: Path) -> Path:
-    """A 176 x 176 x 12 RAS scan (just larger than the shipped model's 160-voxel crop): seconds to segment."""
-    rng = np.random.default_rng(0)
-    return write_nifti(path, (rng.random((176, 176, 12)) * 1000).astype(np.int16))
+    """la_014 cut to 176 x 176 voxels in-plane (just larger than the shipped model's 160-voxel
+    window): a few seconds to segment, and an atrium to find, so a prediction gets as far as the
+    write (a scan of noise is refused earlier: no atrium found)."""
+    image = np.asanyarray(nib.load(SAMPLE / "imagesTr" / "la_014.nii.gz").dataobj)  # nibabel, not data.read_array (no_voxels_read blocks it)
+    return write_nifti(path, image[72:248, 72:248].astype(np.int16))
 
 
 # ----------------------------------------------------------------------------- inputs are never overwritten
