@@ -33,3 +33,24 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
         affine = np.diag([1.25, 1.25, 1.37, 1.0])
     nib.save(nib.Nifti1Image(array, affine), str(path))
     return path
+
+
+def refused(capsys, rc: int, needle: str = "") -> str:
+    """Assert the command-line contract for bad input: exit 2 and one line on stderr, no
+    traceback, mentioning ``needle``; returns that line."""
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def no_voxels_read(monkeypatch):
+    """Fail the test if any scan's voxels are read: a refusal must come before the work
+    (from the header alone, or from checking the output)."""
+    from lasegtut import data
+
+    def read_array(*args, **kwargs):
+        raise AssertionError("voxels were read before the refusal")
+    monkeypatch.setattr(data, "read_array", read_array)

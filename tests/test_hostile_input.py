@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE, write_nifti
+from conftest import refused, SAMPLE, write_nifti
 from lasegtut import data
 from lasegtut.cli import main
 from lasegtut.inference import SHIPPED_WEIGHTS
@@ -25,20 +25,8 @@ SCAN = SAMPLE / "imagesTr" / "la_020.nii.gz"
 RAS = np.diag([1.25, 1.25, 1.37, 1.0])
 
 
-def _refused(capsys, rc: int, needle: str = "") -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
-    return err
 
 
-@pytest.fixture
-def no_voxels_read(monkeypatch):
-    """Fail the test if any voxels are read: the refusal must come from the header alone."""
-    def read_array(*args, **kwargs):
-        raise AssertionError("voxels were read")
-    monkeypatch.setattr(data, "read_array", read_array)
 
 
 def _lps(shape=(64, 64, 8)) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +80,7 @@ def test_truncated_file_in_a_non_ras_layout(tmp_path, capsys, command, suffix):
     bad = _truncated_lps(tmp_path / f"lps{suffix}")
     argv = {"predict": ["predict", str(bad), str(tmp_path / "o.nii.gz")], "volume": ["volume", str(bad)],
             "evaluate": ["evaluate", str(bad), str(bad)]}[command]
-    _refused(capsys, main(argv), "truncated or corrupt")
+    refused(capsys, main(argv), "truncated or corrupt")
     assert not (tmp_path / "o.nii.gz").exists()
 
 
@@ -105,7 +93,7 @@ def test_truncated_non_ras_case_in_a_data_folder(tmp_path, capsys, command):
     argv = [command, "--data", str(root), "--out", str(out), "--quiet"]
     if command == "train":
         argv += ["--profile", "ci", "--epochs", "1"]
-    _refused(capsys, main(argv), "truncated or corrupt")
+    refused(capsys, main(argv), "truncated or corrupt")
 
 
 @pytest.mark.parametrize("command", ["predict", "volume"])
@@ -113,7 +101,7 @@ def test_huge_header_in_a_non_ras_layout(tmp_path, capsys, no_voxels_read, comma
     _, aff = _lps()
     huge = _header_only(tmp_path / "huge.nii", (4000, 4000, 4000), aff)
     argv = ["predict", str(huge), str(tmp_path / "o.nii.gz")] if command == "predict" else ["volume", str(huge)]
-    _refused(capsys, main(argv), "million voxels")
+    refused(capsys, main(argv), "million voxels")
 
 
 @pytest.mark.parametrize("command", ["predict", "volume"])
@@ -125,7 +113,7 @@ def test_singular_affine(tmp_path, capsys, no_voxels_read, command):
     path = tmp_path / "singular.nii.gz"
     nib.save(nib.Nifti1Image(img.dataobj, None, img.header), str(path))
     argv = ["predict", str(path), str(tmp_path / "o.nii.gz")] if command == "predict" else ["volume", str(path)]
-    _refused(capsys, main(argv), "singular")
+    refused(capsys, main(argv), "singular")
 
 
 # ----------------------------------------------------------------------------- the memory guard
@@ -135,14 +123,14 @@ def test_a_valid_1024x1024x512_scan_is_refused_before_reading(tmp_path, capsys, 
     big = _header_only(tmp_path / "big.nii", (1024, 1024, 512), RAS, sparse=True)
     assert big.stat().st_size == 352 + 2 * 1024 * 1024 * 512
     argv = ["predict", str(big), str(tmp_path / "o.nii.gz")] if command == "predict" else ["volume", str(big)]
-    err = _refused(capsys, main(argv), "537 million voxels")
+    err = refused(capsys, main(argv), "537 million voxels")
     assert "134 million" in err  # the limit is stated
     assert not (tmp_path / "o.nii.gz").exists()
 
 
 def test_a_scan_larger_than_the_free_memory_is_refused_before_reading(tmp_path, capsys, no_voxels_read, monkeypatch):
     monkeypatch.setattr(data, "available_memory", lambda: 100 * 2 ** 20)  # 100 MiB free
-    _refused(capsys, main(["predict", str(SCAN), str(tmp_path / "o.nii.gz")]), "GB of memory")
+    refused(capsys, main(["predict", str(SCAN), str(tmp_path / "o.nii.gz")]), "GB of memory")
     assert not (tmp_path / "o.nii.gz").exists()
 
 
@@ -163,9 +151,9 @@ def test_pixdim_zero_is_refused_not_read_as_1_mm(tmp_path, capsys):
     mask = np.zeros((32, 32, 8), np.uint8)
     mask[8:24, 8:24, 2:6] = 1
     path = _with_pixdim_zero(tmp_path / "mask.nii", mask)
-    _refused(capsys, main(["volume", str(path)]), "no voxel size")
+    refused(capsys, main(["volume", str(path)]), "no voxel size")
     scan = _with_pixdim_zero(tmp_path / "scan.nii", mask.astype(np.int16) * 500 + 10)
-    _refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz")]), "no voxel size")
+    refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz")]), "no voxel size")
     assert not (tmp_path / "o.nii.gz").exists()
 
 
@@ -180,7 +168,7 @@ def _codes_zero(path: Path, array: np.ndarray) -> Path:
 def test_orientation_left_to_a_guess_is_refused_for_a_scan(tmp_path, capsys):
     """Before: exit 0, segmented in the mirrored layout nibabel guessed."""
     scan = _codes_zero(tmp_path / "scan.nii.gz", (np.random.default_rng(0).random((176, 176, 12)) * 1000).astype(np.int16))
-    _refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz")]), "qform_code and sform_code are both 0")
+    refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz")]), "qform_code and sform_code are both 0")
     assert not (tmp_path / "o.nii.gz").exists()
 
 
@@ -195,12 +183,12 @@ def test_orientation_left_to_a_guess_is_one_warning_for_a_mask(tmp_path, capsys)
     assert json.loads(out.strip().splitlines()[-1])["volume_ml"] == pytest.approx(mask.sum() * 1.25 * 1.25 * 1.37 / 1000, rel=1e-5)
 
 
-def test_pixdim_that_contradicts_the_sform_is_refused(tmp_path, capsys):
+def test_pixdim_that_contradicts_the_sform_isrefused(tmp_path, capsys):
     img = nib.Nifti1Image(np.ones((16, 16, 4), np.uint8), RAS)
     img.header.set_zooms((1.0, 1.0, 1.0))  # pixdim 1 mm, sform 1.25 x 1.25 x 1.37 mm
     path = tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(img.dataobj, RAS, img.header), str(path))
-    _refused(capsys, main(["volume", str(path)]), "contradicts itself")
+    refused(capsys, main(["volume", str(path)]), "contradicts itself")
 
 
 # ----------------------------------------------------------------------------- broken folders and files
@@ -212,7 +200,7 @@ def test_dataset_json_entries_without_paths(tmp_path, capsys, entry, command):
     (root / "dataset.json").write_text(json.dumps({"training": [entry]}))
     out = tmp_path / "out"
     argv = [command, "--data", str(root), "--out", str(out), "--quiet"] + (["--profile", "ci"] if command == "train" else [])
-    _refused(capsys, main(argv), "training entry 0")
+    refused(capsys, main(argv), "training entry 0")
     assert not out.exists()
 
 
@@ -223,7 +211,7 @@ def test_out_pointing_at_a_file(tmp_path, capsys, command):
     argv = {"preprocess": ["preprocess", "--out", str(target), "--quiet"],
             "train": ["train", "--profile", "ci", "--out", str(target), "--quiet"],
             "demo": ["demo", "--case", "la_020", "--out", str(target)]}[command]
-    _refused(capsys, main(argv), "is a file, not a folder")
+    refused(capsys, main(argv), "is a file, not a folder")
     assert target.read_text() == "precious"
 
 
@@ -236,7 +224,7 @@ def test_index_json_without_cases(tmp_path, capsys, index, command):
     cache.mkdir(parents=True)
     (cache / "index.json").write_text(json.dumps(index))
     argv = [command, "--out", str(out), "--quiet"] + (["--profile", "ci", "--epochs", "1"] if command == "train" else [])
-    _refused(capsys, main(argv), "index.json")
+    refused(capsys, main(argv), "index.json")
     assert sorted(p.name for p in cache.iterdir()) == ["index.json"]
 
 
@@ -267,10 +255,10 @@ def test_weights_with_the_right_format_key_but_bad_fields(tmp_path, capsys, fiel
     good = torch.load(SHIPPED_WEIGHTS, weights_only=True)
     w = tmp_path / "w.pt"
     torch.save(_damaged(good, field), w)
-    _refused(capsys, main(["predict", str(SCAN), str(tmp_path / "o.nii.gz"), "--weights", str(w)]), str(w))
+    refused(capsys, main(["predict", str(SCAN), str(tmp_path / "o.nii.gz"), "--weights", str(w)]), str(w))
     assert not (tmp_path / "o.nii.gz").exists()
     out = tmp_path / "run"
-    _refused(capsys, main(["train", "--profile", "cpu", "--init", str(w), "--out", str(out), "--quiet"]), str(w))
+    refused(capsys, main(["train", "--profile", "cpu", "--init", str(w), "--out", str(out), "--quiet"]), str(w))
     assert not out.exists()
 
 
@@ -279,7 +267,7 @@ def test_weights_with_the_right_format_key_but_bad_fields(tmp_path, capsys, fiel
                                      ["--lr", "inf"], ["--max-minutes", "-1"], ["--max-minutes", "nan"]])
 def test_bad_training_settings_are_one_line_before_any_work(tmp_path, capsys, setting):
     out = tmp_path / "run"
-    _refused(capsys, main(["train", "--profile", "ci", "--out", str(out), "--quiet", *setting]))
+    refused(capsys, main(["train", "--profile", "ci", "--out", str(out), "--quiet", *setting]))
     assert not out.exists()
 
 
@@ -312,7 +300,7 @@ def test_assignments_build_with_odd_cells(tmp_path, capsys, cells, needle):
     nb = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (src / "01_odd.ipynb").write_text(json.dumps(nb))
     rc = main(["assignments", "build", str(tmp_path / "out"), "--source", str(src)])
-    _refused(capsys, rc, needle)
+    refused(capsys, rc, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -320,5 +308,5 @@ def test_assignments_build_with_odd_notebook_metadata(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     (src / "01_odd.ipynb").write_text(json.dumps({"cells": [], "metadata": [1], "nbformat": 4}))
-    _refused(capsys, main(["assignments", "build", str(tmp_path / "out"), "--source", str(src)]), "metadata")
+    refused(capsys, main(["assignments", "build", str(tmp_path / "out"), "--source", str(src)]), "metadata")
     assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE, write_nifti
+from conftest import refused, REPO, SAMPLE, write_nifti
 from lasegtut import data
 from lasegtut.cli import main
 from lasegtut.inference import SHIPPED_WEIGHTS
@@ -28,20 +28,8 @@ from lasegtut.inference import SHIPPED_WEIGHTS
 SCAN = SAMPLE / "imagesTr" / "la_020.nii.gz"
 
 
-def _refused(capsys, rc: int, needle: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
-    return err
 
 
-@pytest.fixture
-def no_voxels_read(monkeypatch):
-    """Fail the test if any scan's voxels are read: the refusal must come before the work."""
-    def read_array(*args, **kwargs):
-        raise AssertionError("voxels were read before the output was checked")
-    monkeypatch.setattr(data, "read_array", read_array)
 
 
 def _small_scan(path: Path) -> Path:
@@ -80,7 +68,7 @@ def test_predict_never_overwrites_an_input(tmp_path, capsys, monkeypatch, no_vox
         inp, out, extra = "scan.nii.gz", "w.nii.gz", ["--weights", "w.nii.gz"]
     before = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
     rc = main(["predict", inp, out, "--force", *extra])
-    _refused(capsys, rc, "an input is never overwritten")
+    refused(capsys, rc, "an input is never overwritten")
     assert scan.read_bytes() == original
     assert {p.name: p.stat().st_size for p in tmp_path.iterdir()} == before  # nothing added or changed
 
@@ -96,7 +84,7 @@ def test_predict_refuses_an_unwritable_output_before_the_work(tmp_path, capsys, 
            "a folder named like the output": tmp_path / "o.nii.gz",
            "missing folder": tmp_path / "nope" / "o.nii.gz"}[case]
     rc = main(["predict", str(SCAN), str(out), "--force"])
-    _refused(capsys, rc, needle)
+    refused(capsys, rc, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "o.nii.gz"]
     assert (tmp_path / "afile").read_text() == "x" and not any((tmp_path / "o.nii.gz").iterdir())
 
@@ -104,7 +92,7 @@ def test_predict_refuses_an_unwritable_output_before_the_work(tmp_path, capsys, 
 def test_shape_mesh_refuses_a_folder_named_like_the_mesh(tmp_path, capsys):
     (tmp_path / "la.stl").mkdir()
     rc = main(["shape", str(SAMPLE / "labelsTr" / "la_020.nii.gz"), "--mesh", str(tmp_path / "la.stl"), "--force"])
-    _refused(capsys, rc, "is a folder")
+    refused(capsys, rc, "is a folder")
 
 
 # ----------------------------------------------------------------------------- failed and interrupted writes
@@ -160,7 +148,7 @@ def test_demo_checks_its_outputs_first_and_writes_its_png_atomically(tmp_path, c
     out = tmp_path / "demo"
     (out / "la_020_overlay.png").mkdir(parents=True)
     monkeypatch.setattr(data, "read_array", lambda *a, **k: pytest.fail("the demo worked before checking its outputs"))
-    _refused(capsys, main(["demo", "--case", "la_020", "--out", str(out)]), "is a folder")
+    refused(capsys, main(["demo", "--case", "la_020", "--out", str(out)]), "is a folder")
     monkeypatch.undo()
 
     (out / "la_020_overlay.png").rmdir()
@@ -172,7 +160,7 @@ def test_demo_checks_its_outputs_first_and_writes_its_png_atomically(tmp_path, c
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Figure, "savefig", savefig_on_a_full_disk)
-    _refused(capsys, main(["demo", "--case", "la_020", "--out", str(out)]), "No space left on device")
+    refused(capsys, main(["demo", "--case", "la_020", "--out", str(out)]), "No space left on device")
     assert (out / "la_020_overlay.png").read_bytes() == b"previous overlay"
     assert sorted(p.name for p in out.iterdir()) == ["la_020_overlay.png", "la_020_pred.nii.gz"]
     assert nib.load(str(out / "la_020_pred.nii.gz")).shape == nib.load(str(SCAN)).shape
@@ -227,10 +215,10 @@ def test_pack_never_overwrites_its_data_and_checks_its_output_first(tmp_path, ca
     shutil.copytree(SAMPLE, root)
     before = (root / "dataset.json").read_bytes()
     rc = main(["pack", "--data", str(root), "--out", str(root / "dataset.json"), "--force", "--quiet"])
-    _refused(capsys, rc, "an input is never overwritten")
+    refused(capsys, rc, "an input is never overwritten")
     assert (root / "dataset.json").read_bytes() == before
     (tmp_path / "p.npz.xz").mkdir()
-    _refused(capsys, main(["pack", "--data", str(root), "--out", str(tmp_path / "p.npz.xz"), "--force", "--quiet"]),
+    refused(capsys, main(["pack", "--data", str(root), "--out", str(tmp_path / "p.npz.xz"), "--force", "--quiet"]),
              "is a folder")
 
 
