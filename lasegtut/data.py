@@ -50,6 +50,9 @@ DUPLICATE_CASES = ("la_005", "la_026")
 #: CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson runs in any clone.
 DUPLICATE_PAIR = BUNDLED_SAMPLE.parent / "duplicate_pair"
 ENV_VAR = "LASEG_DATA_DIR"
+#: Voxel size (mm, x y z) of the MSD Task02_Heart scans: what a model trained on them expects, and
+#: the training spacing of weights files that do not record their own.
+MSD_SPACING = (1.25, 1.25, 1.37)
 #: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
 #: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
 #: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).

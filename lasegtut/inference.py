@@ -7,8 +7,9 @@ The steps mirror training, so the network sees what it was trained on:
    the heart (:func:`predict_volume`), z-score, min-max and slice it across the
    array axis the model was trained on (:func:`lasegtut.preprocess.reslice`),
 3. stack each slice with the neighbours the model was trained with (2.5D input, see
-   :func:`lasegtut.preprocess.stack_context`), resize to the model's input size and run them in batches (optionally also the
-   mirrored slices, averaging the probabilities: flip test-time augmentation, off by default),
+   :func:`lasegtut.preprocess.context_indices`), resize them only for a model trained on resized
+   slices, and run them in batches (optionally also the mirrored slices, averaging the
+   probabilities: flip test-time augmentation, off by default),
 4. resize the probabilities back to the crop and put them back in the scan's layout (with
    several models, e.g. one per slicing direction, their probabilities are averaged here),
    threshold at 0.5, paste into the full grid,
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import MSD_SPACING
 from .errors import LasegError
 from .model import UNet, UNetConfig
 from .preprocess import (DEFAULT_BORDER, context_indices, paste_window, preprocess_window, resample, reslice,
@@ -35,9 +37,6 @@ from .preprocess import (DEFAULT_BORDER, context_indices, paste_window, preproce
 
 #: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
-#: Voxel size (mm, x y z) of the MSD Task02_Heart scans: the training spacing of weights files
-#: that do not record their own.
-MSD_SPACING = (1.25, 1.25, 1.37)
 #: In-plane size (voxels) of the MSD scans, on which a weights file's ``border`` was measured.
 MSD_SIZE = 320
 #: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD

@@ -42,7 +42,7 @@ import pytorch_lightning as pl
 import torch
 
 from .augment import AugmentConfig
-from .data import VALIDATION_CASES, list_cases, resolve_data_dir
+from .data import MSD_SPACING, VALIDATION_CASES, list_cases, resolve_data_dir
 from .errors import LasegError
 from .losses import DiceBCELoss
 from .model import UNet, UNetConfig
@@ -164,7 +164,7 @@ class LitSegmenter(pl.LightningModule):
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
                  bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128,
                  context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER,
-                 slice_axis: int = 2, spacing_mm: Sequence[float] = (1.25, 1.25, 1.37)) -> None:
+                 slice_axis: int = 2, spacing_mm: Sequence[float] = MSD_SPACING) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(UNetConfig.from_dict(model_config) if model_config else UNetConfig())
@@ -288,7 +288,7 @@ def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int |
         "context": int(module.hparams.get("context", 0)),
         "context_stride": int(module.hparams.get("context_stride", 1)),
         "slice_axis": int(module.hparams.get("slice_axis", 2)),
-        "spacing_mm": [float(v) for v in module.hparams.get("spacing_mm", (1.25, 1.25, 1.37))],
+        "spacing_mm": [float(v) for v in module.hparams.get("spacing_mm", MSD_SPACING)],
         "state_dict": state,
         "meta": meta or {},
     }
