@@ -296,14 +296,24 @@ def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:
 
     Every code cell with a ``### BEGIN SOLUTION`` block becomes an autograded answer
     (``ex<k>_answer``) and the next code cell its check (``ex<k>``, ``points``), the course's
-    skeleton. Cells that already carry nbgrader metadata are left as they are, so a teacher's
+    skeleton; a markdown cell with one (a written answer) becomes a manually graded answer
+    (``written<m>``, 0 points: the teacher reads it). Cells that already carry nbgrader metadata are left as they are, so a teacher's
     points survive. Only ``metadata`` changes. ``python -m lasegtut.exercises tag NB.ipynb ...``
     does it to files.
     """
     cells = nb["cells"]
     k = n = 0
     answers: list[int] = []
+    written = 0
     for i, cell in enumerate(cells):
+        if cell.get("cell_type") == "markdown" and BEGIN_SOLUTION in cell_source(cell):
+            written += 1  # a written answer: nbgrader's "manually graded answer" (0 points: set your own)
+            if not nbgrader_meta(cell):
+                cell.setdefault("metadata", {})["nbgrader"] = {
+                    "grade": True, "grade_id": f"written{written}", "locked": False, "points": 0,
+                    "schema_version": 3, "solution": True, "task": False}
+                n += 1
+            continue
         if cell.get("cell_type") != "code":
             continue
         if BEGIN_SOLUTION in cell_source(cell):

@@ -26,7 +26,7 @@ from lasegtut.kernel_run import RunLimits
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
-N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 1, "05": 2, "06": 2, "07": 2}
+N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 1, "05": 2, "06": 2, "07": 3}
 # Generous limits: the slowest course cell (a short training run in 05) takes ~20 s on a quiet 2-core
 # CPU, and two notebooks run at once. Notebook 01's cells take a few seconds at most; its infinite
 # loop below costs exactly LIMITS_01's cell limit.
@@ -90,6 +90,9 @@ def test_course_class_grades_exactly(student_copies, tmp_path):
     ok = dict(ex1_answer=solved["ex1_answer"], ex2_answer=solved["ex2_answer"])
     extent = "n = idx.max(axis=0) - idx.min(axis=0) + 1"
     assert extent in solved["ex1_answer"]
+    # a wrong answer to exercise 2 (naming the planes): two panels swapped
+    swap_from, swap_to = '"B": "sagittal", "C": "coronal"', '"B": "coronal", "C": "sagittal"'
+    assert swap_from in solved["ex2_answer"]
     subs = tmp_path / "subs"
     class_ = {
         "correct": submission(**ok),
@@ -98,8 +101,7 @@ def test_course_class_grades_exactly(student_copies, tmp_path):
         "raises": submission(**(ok | {"ex1_answer": solved["ex1_answer"].replace(
             "idx = np.argwhere(label > 0)", "raise ValueError('not like this')")})),
         "loop": submission(**(ok | {"ex1_answer": "while True:\n    pass\n" + solved["ex1_answer"]})),
-        "edited": submission(**(ok | {"ex2_answer": solved["ex2_answer"].replace("k = int(np.argmax(areas))",
-                                                                                  "k = 0")})),
+        "edited": submission(**(ok | {"ex2_answer": solved["ex2_answer"].replace(swap_from, swap_to)})),
         "huge": submission(**(ok | {"ex1_answer": solved["ex1_answer"] + "\nprint('x' * 100_000_000)\n"
                                                   "for i in range(200_000):\n    print(i)"})),
     }
@@ -129,7 +131,7 @@ def test_course_class_grades_exactly(student_copies, tmp_path):
     assert "assert np.allclose(la_extent_mm(box, (1.0, 2.0, 3.0)), (3.0, 12.0, 3.0))" in (fb / "wrong.md").read_text()
     assert "ValueError: not like this" in (fb / "raises.md").read_text()
     assert "still running after 30 s" in (fb / "loop.md").read_text()
-    assert "assert k_test == 3" in (fb / "edited.md").read_text()
+    assert "hashlib.sha256(given.encode()).hexdigest()" in (fb / "edited.md").read_text()
     assert "not a readable notebook" in (fb / "corrupt.md").read_text()
     assert (NOTEBOOKS / name).read_bytes() == before
     assert not report.warnings
