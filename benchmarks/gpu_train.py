@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.copy2(args.work / f"axis{v}" / "model.pt", args.out / f"model_axis{v}.pt")
         model, info = load_model(args.out / f"model_axis{v}.pt", device=device)
         members.append((model, info))
-        meta = info["meta"]
+        meta = info.meta
         slices_per_s = meta["epochs"] * meta["train_slices"] / max(meta["train_seconds"], 1e-9)
         figures["views"][f"axis{v}"] = {"train": {k: meta[k] for k in ("epochs", "train_seconds", "train_slices",
                                                                        "precision", "device")},

@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     members = load_models(args.weights)
     name = " + ".join(args.weights) if args.weights else "shipped"
-    print(f"model: {name}, slices across axes {[i['slice_axis'] for _, i in members]}, tta={args.tta}")
+    print(f"model: {name}, slices across axes {[i.geometry.slice_axis for _, i in members]}, tta={args.tta}")
     print(f"{'case':8} {'Dice':>6} {'IoU':>6} {'HD95mm':>7} {'ASSDmm':>7} {'pred mL':>8} {'true mL':>8} {'err %':>6} {'s':>5}")
     rows = []
     for r in evaluate_cases(BUNDLED_SAMPLE, None, members, None, tta=args.tta, device=args.device):

@@ -53,6 +53,9 @@ ENV_VAR = "LASEG_DATA_DIR"
 #: Voxel size (mm, x y z) of the MSD Task02_Heart scans: what a model trained on them expects, and
 #: the training spacing of weights files that do not record their own.
 MSD_SPACING = (1.25, 1.25, 1.37)
+#: In-plane size (voxels, x and y) of the MSD Task02_Heart scans, on which a model's crop
+#: (:attr:`lasegtut.geometry.Geometry.border`) is measured.
+MSD_SIZE = 320
 #: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
 #: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
 #: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).

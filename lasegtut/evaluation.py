@@ -8,7 +8,7 @@ measure both volumes with :func:`lasegtut.volume.volume_ml` -- and returns plain
 (:func:`bland_altman_stats`) and read Lightning's CSV training log (:func:`read_metrics_csv`).
 
 Conventions: volumes are RAS arrays ``(x, y, z)``; per-slice helpers take the array ``axis`` their
-slices cut across (default 2: the files' own slices; a model's is ``info["slice_axis"]``); spacing
+slices cut across (default 2: the files' own slices; a model's is ``info.geometry.slice_axis``); spacing
 and distances are in mm; volumes in mL.
 """
 from __future__ import annotations
