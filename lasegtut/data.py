@@ -458,6 +458,30 @@ def load_mask(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, 
     return arr.astype(np.uint8), spacing_of(img), img.affine.copy()
 
 
+def same_grid(shape_a: tuple[int, ...], affine_a: np.ndarray, shape_b: tuple[int, ...], affine_b: np.ndarray) -> bool:
+    """True when two volumes lie on one voxel grid: the same shape (voxels) and affines that agree
+    within 0.001 (mm)."""
+    return tuple(shape_a) == tuple(shape_b) and bool(np.allclose(affine_a, affine_b, atol=1e-3))
+
+
+def load_mask_pair(pred_path: str | os.PathLike, label_path: str | os.PathLike
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+    """A predicted mask and its label (:func:`load_mask` each), checked to lie on one grid.
+
+    Returns:
+        ``(pred, label, pred spacing, label spacing)``: uint8 arrays ``(x, y, z)`` in RAS, mm.
+
+    Raises:
+        LasegError: as :func:`load_mask`, or the two are on different grids.
+    """
+    pred, sp_p, aff_p = load_mask(pred_path)
+    label, sp_l, aff_l = load_mask(label_path)
+    if not same_grid(pred.shape, aff_p, label.shape, aff_l):
+        raise LasegError(f"{pred_path} and {label_path} are on different grids "
+                         f"(shapes {pred.shape} vs {label.shape}); resample one onto the other first")
+    return pred, label, sp_p, sp_l
+
+
 def download(*args, **kwargs) -> Path:
     """Download and verify the full MSD Task02_Heart; see :func:`lasegtut.download.download`."""
     from .download import download as _download

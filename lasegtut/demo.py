@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LasegError
+from .volume import volume_error_pct
 
 
 def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike,
@@ -89,7 +90,7 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
                                title=f"{case_id}: Dice {m['dice']:.3f}")
     except OSError as e:
         raise LasegError(f"could not write into {out} ({e.strerror or type(e).__name__})") from None
-    err = 100 * (m["volume_pred_ml"] - m["volume_label_ml"]) / m["volume_label_ml"]
+    err = volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])
     print(f"case {case_id} (bundled validation case, never seen in training), segmented in {seconds:.1f} s")
     print(f"Dice {m['dice']:.3f}   IoU {m['iou']:.3f}   HD95 {m['hd95_mm']:.1f} mm   ASSD {m['assd_mm']:.2f} mm")
     print(f"left-atrium volume: predicted {m['volume_pred_ml']:.1f} mL, expert label "

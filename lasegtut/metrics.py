@@ -58,9 +58,12 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import LasegError
+from .volume import volume_ml
 
 #: Keys returned by :func:`evaluate_masks`.
 METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm")
+#: Keys returned by :func:`score_masks`: the metrics and both volumes (mL).
+SCORE_KEYS = METRIC_KEYS + ("volume_pred_ml", "volume_label_ml")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -102,10 +105,16 @@ def dice(pred: np.ndarray, label: np.ndarray) -> float:
         LasegError: the shapes differ.
     """
     p, lab = _check_pair(pred, label)
-    total = int(np.count_nonzero(p)) + int(np.count_nonzero(lab))
-    if total == 0:
+    n_p, n_l = int(np.count_nonzero(p)), int(np.count_nonzero(lab))
+    if n_p + n_l == 0:
         return 1.0
-    return 2.0 * int(np.count_nonzero(p & lab)) / total
+    return _dice_of_counts(int(np.count_nonzero(p & lab)), n_p, n_l)
+
+
+def _dice_of_counts(inter, n_pred, n_label):
+    """Dice ``2 |P & L| / (|P| + |L|)`` from voxel counts (numbers or arrays of them); the caller
+    handles ``|P| + |L| = 0``."""
+    return 2.0 * inter / (n_pred + n_label)
 
 
 def iou(pred: np.ndarray, label: np.ndarray) -> float:
@@ -268,3 +277,72 @@ def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     out["hd95_mm"] = float(max(np.percentile(d_pl, 95), np.percentile(d_lp, 95)))
     out["assd_mm"] = float(np.concatenate([d_pl, d_lp]).mean())
     return out
+
+
+def score_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], *,
+                pred_spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """Score a predicted mask against its label: what every evaluation reports (:data:`SCORE_KEYS`).
+
+    Args:
+        pred, label: masks ``(x, y, z)`` on the same grid, non-zero = left atrium.
+        spacing: the label's voxel size in mm ``(sx, sy, sz)``, used for the distances.
+        pred_spacing: the prediction's voxel size for its volume (default: ``spacing``), as its
+            own file states it.
+
+    Returns:
+        :func:`evaluate_masks` plus ``volume_pred_ml`` and ``volume_label_ml``
+        (:func:`lasegtut.volume.volume_ml`), python floats.
+    """
+    out = evaluate_masks(pred, label, spacing)
+    out["volume_pred_ml"] = volume_ml(pred, spacing if pred_spacing is None else pred_spacing)
+    out["volume_label_ml"] = volume_ml(label, spacing)
+    return out
+
+
+# ----------------------------------------------------------------------------- slice by slice
+def per_slice_dice(pred: np.ndarray, label: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Dice of every slice across array ``axis`` (default 2: the files' own slices of an
+    ``(x, y, z)`` volume).
+
+    Returns:
+        float array with one value per slice; NaN where the *label* slice is empty (there is no
+        atrium to find: Dice would be 1 for an empty prediction and 0 for a single stray voxel,
+        which says nothing about how well the atrium is outlined).
+
+    Raises:
+        LasegError: the shapes differ.
+    """
+    p, lab = np.asarray(pred) != 0, np.asarray(label) != 0
+    if p.shape != lab.shape:
+        raise LasegError(f"prediction shape {p.shape} differs from label shape {lab.shape}")
+    other = tuple(a for a in range(p.ndim) if a != axis)
+    inter = np.count_nonzero(p & lab, axis=other).astype(float)
+    n_p = np.count_nonzero(p, axis=other).astype(float)
+    n_l = np.count_nonzero(lab, axis=other).astype(float)
+    out = np.full(n_l.shape, np.nan)
+    has = n_l > 0
+    out[has] = _dice_of_counts(inter[has], n_p[has], n_l[has])
+    return out
+
+
+def best_worst_slices(pred: np.ndarray, label: np.ndarray, *, min_label_voxels: int = 200,
+                      axis: int = 2) -> tuple[int, int]:
+    """Indices of the slices (along ``axis``) with the highest and the lowest Dice.
+
+    Only slices whose label holds at least ``min_label_voxels`` voxels compete, so the tiny
+    first and last slices of the atrium (where one voxel changes the Dice a lot) do not win.
+    Falls back to every slice with any label if none is that large.
+
+    Raises:
+        LasegError: the label is empty.
+    """
+    d = per_slice_dice(pred, label, axis)
+    other = tuple(a for a in range(np.ndim(label)) if a != axis)
+    area = np.count_nonzero(np.asarray(label) != 0, axis=other)
+    ok = area >= min_label_voxels
+    if not ok.any():
+        ok = area > 0
+    if not ok.any():
+        raise LasegError("the label is empty: no slice to rank")
+    idx = np.flatnonzero(ok)
+    return int(idx[np.argmax(d[idx])]), int(idx[np.argmin(d[idx])])

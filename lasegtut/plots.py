@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .data import MSD_HEART_AXCODES
+from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
 PRED_COLOR = "#17bebb"  # prediction
@@ -426,17 +427,13 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
 
 
 # ============================================================ notebooks 05-07
-def training_curves(metrics, *, dpi: int = FIG_DPI) -> plt.Figure:
-    """Loss and validation Dice of a training run, from Lightning's CSV log.
-
-    ``metrics``: the path of ``out/logs/version_0/metrics.csv`` or the dict returned by
-    :func:`lasegtut.evaluation.read_metrics_csv`. Left: training loss per logged step (thin) and
-    per epoch, validation loss per epoch, against the training step. Right: validation Dice
-    (3D, per case, averaged) against the epoch (0 = first).
+def training_curves(cols: dict[str, np.ndarray], *, dpi: int = FIG_DPI) -> plt.Figure:
+    """Loss and validation Dice of a training run, from the columns of its CSV log
+    (:func:`lasegtut.training.read_metrics_csv`: one float array per metric, NaN where it was not
+    logged). Left: training loss per logged step (thin) and per epoch, validation loss per epoch,
+    against the training step. Right: validation Dice (3D, per case, averaged) against the epoch
+    (0 = first).
     """
-    from .evaluation import read_metrics_csv
-
-    cols = metrics if isinstance(metrics, dict) else read_metrics_csv(metrics)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.0), dpi=dpi)
     for key, style, name in (("train_loss_step", dict(lw=0.8, alpha=0.6, color="0.5"), "train loss (step)"),
                              ("train_loss_epoch", dict(marker="o", color="C0"), "train loss (epoch)"),
@@ -574,7 +571,7 @@ def score_bars(ax: plt.Axes, names: Sequence[str], values: Sequence[float], *, r
 def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | None = None, *,
                      label: str | None = None, color: str = "C0", axis: int = 2,
                      axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> plt.Axes:
-    """Per-slice Dice (from :func:`lasegtut.evaluation.per_slice_dice` along array ``axis``) against
+    """Per-slice Dice (from :func:`lasegtut.metrics.per_slice_dice` along array ``axis``) against
     the slice index (NaN slices, without atrium, are gaps); ``marks`` such as
     ``{"best": 52, "worst": 31}`` are drawn as small labelled triangles on the curve. Call it once
     per case (``label``, ``color``) to compare cases in one axes. The x label names the array axis
@@ -635,9 +632,7 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
                  *, units: str = "mL") -> plt.Axes:
     """Bland-Altman plot of two methods: the difference ``a - b`` against the mean of each pair,
     with the mean difference (bias) and the 95 % limits of agreement (bias +/- 1.96 SD of the
-    differences; see :func:`lasegtut.evaluation.bland_altman_stats`)."""
-    from .evaluation import bland_altman_stats
-
+    differences; see :func:`lasegtut.volume.bland_altman_stats`)."""
     s = bland_altman_stats(a, b)
     ax.scatter(s["means"], s["diffs"], color="C0", zorder=3)
     for n, name in enumerate(names or []):

@@ -31,6 +31,7 @@ with overlay images),
 """
 from __future__ import annotations
 
+import csv
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -443,6 +444,28 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     module = module.float().to(memory_format=torch.contiguous_format)
     weights = export_weights(module.model, module.geometry, out / "model.pt", meta=meta)
     return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases)
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the CSV log a run writes (``out/logs/version_0/metrics.csv``, Lightning's ``CSVLogger``)
+    into columns.
+
+    Lightning writes one row per logging event with blanks for the metrics not logged then;
+    blanks become NaN. Returns ``{column: float array}``, all of the same length (the rows),
+    e.g. ``epoch``, ``step``, ``train_loss_step``, ``train_loss_epoch``, ``val_loss``, ``val_dice``.
+    Select the rows of one metric with ``~np.isnan(cols["val_dice"])``.
+
+    Raises:
+        LasegError: the file is missing or empty.
+    """
+    if not os.path.isfile(path):
+        raise LasegError(f"training log {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        raise LasegError(f"training log {path} holds no rows")
+    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in records])
+            for k in records[0]}
 
 
 def _device_name(accelerator: str) -> str:

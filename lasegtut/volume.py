@@ -190,3 +190,32 @@ def sphere_mask(shape: Sequence[int], spacing: Sequence[float], radius_mm: float
         coord = np.arange(n, dtype=np.float64) * s - ci
         d2 = d2 + (coord ** 2).reshape([-1 if a == axis else 1 for a in range(len(shp))])
     return (d2 <= r * r).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- two methods compared
+def volume_error_pct(pred_ml: float, label_ml: float) -> float:
+    """Volume error of a prediction in % of the label's volume: ``100 (pred - label) / label``
+    (NaN for an empty label: no volume to compare with)."""
+    return 100 * (pred_ml - label_ml) / label_ml if label_ml else float("nan")
+
+
+def bland_altman_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Bland-Altman agreement of two measurement methods on the same subjects.
+
+    Differences are ``a - b`` (e.g. predicted minus true volume, mL). Returns ``mean`` (the
+    mean of each pair), ``bias`` (mean difference), ``sd`` (sample standard deviation of the
+    differences, ddof=1; NaN for one pair) and the 95 % limits of agreement
+    ``loa_low``/``loa_high`` = ``bias -/+ 1.96 sd``; ``means`` and ``diffs`` are the per-pair
+    arrays.
+
+    Raises:
+        LasegError: lengths differ or fewer than one pair.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 1:
+        raise LasegError(f"need two equally long 1D sequences, got shapes {x.shape} and {y.shape}")
+    diffs = x - y
+    bias = float(diffs.mean())
+    sd = float(diffs.std(ddof=1)) if x.size > 1 else float("nan")
+    return {"means": (x + y) / 2, "diffs": diffs, "bias": bias, "sd": sd,
+            "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lasegtut import anatomy, evaluation, plots, preprocess
+from lasegtut import anatomy, metrics, plots, preprocess
 from lasegtut.data import MSD_HEART_AXCODES
 
 
@@ -116,7 +116,7 @@ def _helper_figures():
         "alignment_figure": plots.alignment_figure(masks[18].astype(np.float32), masks[18], masks[17]),
     }
     fig, ax = plt.subplots(dpi=plots.FIG_DPI)
-    plots.slice_dice_curve(ax, evaluation.per_slice_dice(pred, label), {"best": 18}, label="case")
+    plots.slice_dice_curve(ax, metrics.per_slice_dice(pred, label), {"best": 18}, label="case")
     figs["slice_dice_curve"] = fig
     figs["la_area_profile"] = plots.la_area_profile({"case": label}, {"case": spacing})
     return figs
