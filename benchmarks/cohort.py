@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "msd-task02-heart"
@@ -51,7 +52,7 @@ def main() -> None:
         same = all(np.array_equal(np.asanyarray(nib.load(tmp / "folder" / s.name).dataobj),
                                   np.asanyarray(nib.load(tmp / "single" / s.name).dataobj)) for s in scans)
     n = len(scans)
-    print(f"{n} scans from {args.data.name}, torch threads {__import__('torch').get_num_threads()}, "
+    print(f"{n} scans from {args.data.name}, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs")
     print(f"one command for the folder:   {folder_s:7.1f} s  {60 * n / folder_s:5.1f} scans/min")
     print(f"one command per scan:         {single_s:7.1f} s  {60 * n / single_s:5.1f} scans/min")

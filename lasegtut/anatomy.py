@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
 from .data import MSD_HEART_AXCODES
+from .metrics import bounding_box
 from .plots import FIG_DPI, LA_COLOR, display_range, draw_letters, la_center, overlay, slice_letters
 
 # MSD_HEART_AXCODES (imported above from lasegtut.data): the true direction of array axes 0, 1, 2
@@ -187,12 +188,10 @@ def to_anatomical(volume: np.ndarray, spacing: Sequence[float] | None = None,
 
 
 def trim_box(image: np.ndarray) -> tuple[slice, slice, slice]:
-    """Index box of the non-zero voxels of a volume (to leave out a blank border when showing it)."""
-    nz = np.argwhere(image != 0)
-    if len(nz) == 0:
-        return tuple(slice(0, n) for n in image.shape)  # type: ignore[return-value]
-    lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+    """Index box of the non-zero voxels of a volume (to leave out a blank border when showing it;
+    :func:`lasegtut.metrics.bounding_box`), the whole volume if it is all zero."""
+    box = bounding_box(image)
+    return tuple(slice(0, n) for n in image.shape) if box is None else box  # type: ignore[return-value]
 
 
 def fixed_axis(plane: str) -> int:

@@ -37,19 +37,18 @@ import nibabel as nib
 import numpy as np
 
 from .errors import LasegError
+from .paths import BUNDLED_SAMPLE, DATA_DIR_VAR, DUPLICATE_PAIR
+from .volume import voxel_volume_mm3
 
-#: The bundled sample: la_009, la_014, la_020 (the project's fixed validation cases).
-BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 #: The three bundled cases; they are never used for training the shipped model.
 VALIDATION_CASES = ("la_009", "la_014", "la_020")
 #: Labelled cases in the official Task02_Heart release (it also has 10 unlabelled test scans).
 MSD_LABELLED_CASES = 20
 #: Task02_Heart holds one scan twice, with two different labels: la_005 and la_026.
 DUPLICATE_CASES = ("la_005", "la_026")
-#: That scan and its two labels, cropped around the atrium, shipped with the course (about 1 MB;
-#: CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson runs in any clone.
-DUPLICATE_PAIR = BUNDLED_SAMPLE.parent / "duplicate_pair"
-ENV_VAR = "LASEG_DATA_DIR"
+# DUPLICATE_PAIR (:mod:`lasegtut.paths`): that scan and its two labels, cropped around the atrium,
+# shipped with the course (about 1 MB; CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson
+# runs in any clone.
 #: Voxel size (mm, x y z) of the MSD Task02_Heart scans: what a model trained on them expects, and
 #: the training spacing of weights files that do not record their own.
 MSD_SPACING = (1.25, 1.25, 1.37)
@@ -90,8 +89,8 @@ class Case:
 
     @property
     def voxel_volume_mm3(self) -> float:
-        """Volume of one voxel in mm^3."""
-        return float(np.prod(self.spacing))
+        """Volume of one voxel in mm^3 (:func:`lasegtut.volume.voxel_volume_mm3`)."""
+        return voxel_volume_mm3(self.spacing)
 
 
 def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
@@ -104,9 +103,9 @@ def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
         LasegError: the folder does not exist or holds no ``dataset.json``.
     """
     if root is None or str(root) == "":
-        env = os.environ.get(ENV_VAR)
+        env = os.environ.get(DATA_DIR_VAR)
         root = env if env else BUNDLED_SAMPLE
-        source = f"${ENV_VAR}" if env else "the bundled sample"
+        source = f"${DATA_DIR_VAR}" if env else "the bundled sample"
     else:
         source = "--data"
     path = Path(root).expanduser()
@@ -363,12 +362,8 @@ def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
     img, lab = to_ras(img, img_path), to_ras(lab, lab_path)
     image = read_array(img, img_path)
     label = read_array(lab, lab_path, dtype=None)  # the file's own type (uint8 in MSD): no float copy
-    if label.dtype.kind in "biu":
-        binary = label.size == 0 or (label.min() >= 0 and label.max() <= 1)
-    else:
-        binary = not ((label != 0) & (label != 1)).any()
-    if not binary:
-        bad = [v for v in np.unique(label).tolist() if v not in (0, 1)][:5]
+    bad = non_binary_values(label)
+    if bad:
         raise LasegError(f"{case_id}: label values {bad} outside {{0, 1}}")
     return Case(case_id, image, label.astype(np.uint8), spacing_of(img), img.affine.copy())
 
@@ -407,6 +402,17 @@ def image_hash(image: np.ndarray) -> str:
     for plane in a:
         h.update(np.ascontiguousarray(plane, dtype=np.float32).data)
     return h.hexdigest()
+
+
+def non_binary_values(mask: np.ndarray, limit: int = 5) -> list:
+    """Up to ``limit`` distinct values of ``mask`` outside {0, 1}, smallest first (empty: a binary
+    mask). An integer array is checked by its minimum and maximum alone, without sorting it."""
+    a = np.asarray(mask)
+    if a.dtype.kind in "biu":
+        binary = a.size == 0 or (a.min() >= 0 and a.max() <= 1)
+    else:
+        binary = not ((a != 0) & (a != 1)).any()
+    return [] if binary else [v for v in np.unique(a).tolist() if v not in (0, 1)][:limit]
 
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float], nib.Nifti1Image]:
@@ -451,9 +457,8 @@ def load_mask(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, 
     arr = read_array(img, path)
     if not np.isfinite(arr).all():
         raise LasegError(f"{path} has NaN or infinite voxels")
-    values = np.unique(arr)
-    if not np.isin(values, (0, 1)).all():
-        bad = [v for v in values.tolist() if v not in (0, 1)][:5]
+    bad = non_binary_values(arr)
+    if bad:
         raise LasegError(f"{path} is not a binary mask: values {bad} outside {{0, 1}}")
     return arr.astype(np.uint8), spacing_of(img), img.affine.copy()
 
@@ -481,9 +486,3 @@ def load_mask_pair(pred_path: str | os.PathLike, label_path: str | os.PathLike
                          f"(shapes {pred.shape} vs {label.shape}); resample one onto the other first")
     return pred, label, sp_p, sp_l
 
-
-def download(*args, **kwargs) -> Path:
-    """Download and verify the full MSD Task02_Heart; see :func:`lasegtut.download.download`."""
-    from .download import download as _download
-
-    return _download(*args, **kwargs)

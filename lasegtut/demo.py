@@ -26,10 +26,9 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import FIG_DPI, array_slice, overlay, plane_name, slice_aspect, slice_letters
+    from .plots import FIG_DPI, array_slice, la_center, overlay, plane_name, slice_aspect, slice_letters
 
-    ref = label if label.any() else pred
-    centre = [int(round(c)) for c in np.argwhere(ref).mean(0)] if ref.any() else [s // 2 for s in image.shape]
+    centre = la_center(label if label.any() else pred, image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), dpi=FIG_DPI)
     for ax, axis in zip(axes, (2, 1, 0)):
         k = centre[axis]

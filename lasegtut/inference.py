@@ -32,11 +32,10 @@ import torch.nn.functional as F
 from .errors import LasegError
 from .geometry import Geometry
 from .model import UNet, UNetConfig
+from .paths import SHIPPED_WEIGHTS
 from .preprocess import context_indices, paste_window, preprocess_window, resample, reslice, unreslice, window_origin
 from .weightsfile import ModelInfo, load_weights
 
-#: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
 #: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
 #: labels) outside this range are reported as implausible rather than measured.
 PLAUSIBLE_ML = (10.0, 400.0)

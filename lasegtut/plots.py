@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .data import MSD_HEART_AXCODES
+from .metrics import bounding_box
 from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
@@ -406,11 +407,10 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
     ``wrong_mask``: optionally, a mask augmented with other random parameters (the bug to avoid).
     The view is zoomed on the masks (``margin`` pixels around them)."""
     union = (mask_image > 0.5) | (mask > 0) | (wrong_mask > 0 if wrong_mask is not None else False)
-    if union.any():
-        (x0, y0), (x1, y1) = np.argwhere(union).min(0) - margin, np.argwhere(union).max(0) + margin + 1
-        x0, y0 = max(int(x0), 0), max(int(y0), 0)
-        mask_image, mask = mask_image[x0:x1, y0:y1], mask[x0:x1, y0:y1]
-        wrong_mask = None if wrong_mask is None else wrong_mask[x0:x1, y0:y1]
+    box = bounding_box(union, margin)
+    if box is not None:
+        mask_image, mask = mask_image[box], mask[box]
+        wrong_mask = None if wrong_mask is None else wrong_mask[box]
     panels = [(mask, "augmented mask on\naugmented mask-image")]
     if wrong_mask is not None:
         panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
@@ -529,12 +529,8 @@ def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: S
     label | prediction over the whole volume, plus ``margin`` voxels."""
     _check_axis(axis)
     if zoom and (np.any(label) or np.any(pred)):
-        both = (np.asarray(label) != 0) | (np.asarray(pred) != 0)
-        box = [slice(None)] * 3
-        for a in range(3):
-            if a != axis:
-                idx = np.flatnonzero(both.any(axis=tuple(b for b in range(3) if b != a)))
-                box[a] = slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + 1 + margin)
+        box = list(bounding_box((np.asarray(label) != 0) | (np.asarray(pred) != 0), margin))
+        box[axis] = slice(None)  # in-plane only: every slice keeps its index
         image, label, pred = image[tuple(box)], label[tuple(box)], pred[tuple(box)]
     fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.4), dpi=dpi, squeeze=False)
     aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)

@@ -76,7 +76,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LasegError
-from .volume import _check_spacing
+from .volume import check_spacing
 
 #: Gaussian smoothing before marching cubes, in voxels of the finest axis (see the module docstring).
 SMOOTHING = 0.8
@@ -97,7 +97,7 @@ def check_mask(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, 
     m = np.asarray(mask)
     if m.ndim != 3:
         raise LasegError(f"a 3D mask is needed, got an array of shape {m.shape}")
-    sp = _check_spacing(spacing, 3)
+    sp = check_spacing(spacing, 3)
     if m.dtype != bool:
         if m.dtype.kind == "f" and not np.isfinite(m).all():
             raise LasegError("the mask has NaN or infinite values")
@@ -223,7 +223,7 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *, smoothing: float
     m = np.asarray(mask) != 0
     if m.ndim != 3:
         raise LasegError(f"a 3D mask is needed, got an array of shape {m.shape}")
-    sp = _check_spacing(spacing, 3)
+    sp = check_spacing(spacing, 3)
     if not m.any():
         raise LasegError("the mask is empty: no foreground voxel, so no surface")
     sigma = _sigma_voxels(sp, smoothing) if smoothing > 0 else (0.0, 0.0, 0.0)

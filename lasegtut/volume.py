@@ -55,12 +55,18 @@ LAVI_CUTOFFS = ((34.0, "normal"), (41.0, "mild"), (48.0, "moderate"))
 LAVI_GRADES = ("normal", "mild", "moderate", "severe")
 
 
-def _check_spacing(spacing: Sequence[float], ndim: int | None) -> tuple[float, ...]:
-    """Validate a voxel size in mm: one positive finite number per array axis (any count if ndim is None)."""
+def check_spacing(spacing: Sequence[float], ndim: int | None = None) -> tuple[float, ...]:
+    """A voxel size in mm as floats, checked: one positive finite number per array axis (``ndim``
+    of them; any number if None). Every module that takes a spacing checks it here.
+
+    Raises:
+        LasegError: not numbers, the wrong count, or a size that is not positive and finite.
+    """
     try:
         sp = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
-        raise LasegError(f"spacing must be a sequence of voxel sizes in mm, got {spacing!r}") from None
+        count = "" if ndim is None else f"{ndim} "
+        raise LasegError(f"spacing must be a sequence of {count}voxel sizes in mm, got {spacing!r}") from None
     if ndim is not None and len(sp) != ndim:
         raise LasegError(f"spacing {sp} has {len(sp)} values but the mask has {ndim} axes")
     if not all(math.isfinite(s) and s > 0 for s in sp):
@@ -70,7 +76,7 @@ def _check_spacing(spacing: Sequence[float], ndim: int | None) -> tuple[float, .
 
 def voxel_volume_mm3(spacing: Sequence[float]) -> float:
     """Volume of one voxel in mm^3: the product of the voxel sizes (mm)."""
-    return float(np.prod(_check_spacing(spacing, None)))
+    return float(np.prod(check_spacing(spacing)))
 
 
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
@@ -87,7 +93,7 @@ def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
         LasegError: the spacing does not have one positive value per axis.
     """
     m = np.asarray(mask)
-    sp = _check_spacing(spacing, m.ndim)
+    sp = check_spacing(spacing, m.ndim)
     return int(np.count_nonzero(m)) * float(np.prod(sp)) / 1000.0
 
 
@@ -173,7 +179,7 @@ def sphere_mask(shape: Sequence[int], spacing: Sequence[float], radius_mm: float
     shp = tuple(int(n) for n in shape)
     if not shp or any(n < 1 for n in shp):
         raise LasegError(f"shape {tuple(shape)} must hold positive voxel counts")
-    sp = _check_spacing(spacing, len(shp))
+    sp = check_spacing(spacing, len(shp))
     r = float(radius_mm)
     if not math.isfinite(r) or r <= 0:
         raise LasegError(f"radius must be a positive number of mm, got {radius_mm}")

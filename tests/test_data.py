@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE, write_nifti
-from lasegtut import data
+from lasegtut import data, paths
 from lasegtut.errors import LasegError
 from lasegtut.preprocess import crop
 
@@ -83,11 +83,11 @@ def test_lps_scan_is_brought_to_ras(tmp_path):
 
 
 def test_resolution_order(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(paths.DATA_DIR_VAR, raising=False)
     assert data.resolve_data_dir(None) == data.BUNDLED_SAMPLE
     other = make_msd(tmp_path / "env", {"la_001": (np.random.rand(8, 8, 4).astype(np.float32),
                                                    np.zeros((8, 8, 4), np.uint8))})
-    monkeypatch.setenv(data.ENV_VAR, str(other))
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(other))
     assert data.resolve_data_dir(None) == other
     assert data.resolve_data_dir(SAMPLE) == SAMPLE  # the argument wins
     # what `lasegtut download` leaves: DEST/Task02_Heart/
