@@ -12,7 +12,8 @@ axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whate
 header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
 (RAS as the header states it: the Task02_Heart headers are plain diagonal matrices that do not
 match the anatomy. Read from the anatomy, array axis 0 runs posterior -> anterior, axis 1
-inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`.
+inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`,
+kept with the other orientation helpers in :mod:`lasegtut.orientation`.
 So the files' own slices, across axis 2, are sagittal sections; see :mod:`lasegtut.anatomy`.)
 
 Where the data comes from (first match wins):
@@ -37,6 +38,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import LasegError
+from .orientation import MSD_HEART_AXCODES, to_ras
 from .paths import BUNDLED_SAMPLE, DATA_DIR_VAR, DUPLICATE_PAIR
 from .volume import voxel_volume_mm3
 
@@ -55,10 +57,6 @@ MSD_SPACING = (1.25, 1.25, 1.37)
 #: In-plane size (voxels, x and y) of the MSD Task02_Heart scans, on which a model's crop
 #: (:attr:`lasegtut.geometry.Geometry.border`) is measured.
 MSD_SIZE = 320
-#: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
-#: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
-#: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).
-MSD_HEART_AXCODES = ("A", "S", "R")
 
 #: The largest scan any command loads: 2**27 voxels (134 M, e.g. 512 x 512 x 512), seven times the
 #: largest MSD heart scan (320 x 320 x 180). Larger files are refused from their header, before
@@ -283,23 +281,6 @@ def read_array(img: nib.Nifti1Image, path: str | os.PathLike = "", dtype=np.floa
         raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
                          f"({type(e).__name__})") from None
     return arr
-
-
-def to_ras(img: nib.Nifti1Image, path: str | os.PathLike = "") -> nib.Nifti1Image:
-    """Reorient to the closest RAS orientation (no resampling, only flips and transposes).
-
-    An image that is not RAS already has its voxels read here, so a truncated or corrupt file,
-    or one too large for memory, raises the same one-line LasegError as :func:`read_array`.
-    """
-    try:
-        return nib.as_closest_canonical(img)
-    except MemoryError:
-        raise LasegError(f"{path or 'image'} {tuple(img.shape)} is too large for this machine's memory") from None
-    except nib.orientations.OrientationError as e:
-        raise LasegError(f"{path or 'image'}: its affine gives no orientation ({e})") from None
-    except Exception as e:  # EOFError, zlib.error, OSError, ValueError ... while reading the voxels
-        raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
-                         f"({type(e).__name__})") from None
 
 
 def available_memory() -> int | None:

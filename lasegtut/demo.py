@@ -26,7 +26,8 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import FIG_DPI, array_slice, la_center, overlay, plane_name, slice_aspect, slice_letters
+    from .orientation import array_slice, plane_name, slice_aspect, slice_letters
+    from .plots import FIG_DPI, la_center, overlay
 
     centre = la_center(label if label.any() else pred, image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), dpi=FIG_DPI)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .errors import LasegError
 from .geometry import Geometry
 from .model import UNet, UNetConfig
+from .orientation import from_ras
 from .paths import SHIPPED_WEIGHTS
 from .preprocess import context_indices, paste_window, preprocess_window, resample, reslice, unreslice, window_origin
 from .weightsfile import ModelInfo, load_weights
@@ -338,14 +339,6 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     return paste_window(mask, image.shape, origin)
 
 
-def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
-    """Undo ``as_closest_canonical``: RAS array -> array on the original file's voxel grid."""
-    orig_ornt = nib.orientations.io_orientation(original.affine)
-    ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
-    transform = nib.orientations.ornt_transform(ras_ornt, orig_ornt)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(mask_ras, transform))
-
-
 def _check_output(output: Path, force: bool, inputs: Sequence[str | os.PathLike | None] = ()) -> None:
     """Before any work: ``output`` ends in .nii.gz or .nii, is none of ``inputs`` (the scan and the
     weights, also through links or another spelling), exists only with ``force``, and its folder
@@ -376,7 +369,7 @@ def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os
     orientation, with its affine and header, as uint8, through :func:`_save_mask` (atomic, no
     temporary left on any failure)."""
     output = Path(output)
-    mask = _to_original_orientation(mask_ras, original)
+    mask = from_ras(mask_ras, original)
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
     header["scl_slope"], header["scl_inter"] = 1, 0
@@ -420,7 +413,7 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
     write_mask(mask_ras, original, output)
-    mask = _to_original_orientation(mask_ras, original)
+    mask = from_ras(mask_ras, original)
     ml = volume_ml(mask, spacing)
     lo, hi = PLAUSIBLE_ML
     status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "

@@ -2,16 +2,13 @@
 
 Conventions: volumes are ``(x, y, z)`` arrays as :func:`lasegtut.data.load_case` returns them,
 spacing in mm in the same order. Functions that cut a volume are named by **array axis**, not
-by anatomical plane, because which plane an array axis holds depends on the scan:
-:func:`array_slice` takes the 2D slice across one array axis (axis 2: the files' own slices)
-and lays it out like the slices the model sees (:data:`SCREEN_AXES`, the layout of
-:func:`lasegtut.preprocess.reslice`). Anatomical words come from the scan's true axis
-directions (``axcodes``; default :data:`lasegtut.data.MSD_HEART_AXCODES`, read from the anatomy
-of the MSD heart scans): :func:`slice_letters` gives the letters (S/I, A/P, R/L) at the edges of
-a slice and :func:`plane_name` its plane, so in these scans the files' slices are labelled
-sagittal and the shipped model's slices (across axis 0) coronal. Every helper that shows a slice
-of a scan writes those letters on it; pass ``axcodes=None`` for a scan whose directions are
-unknown.
+by anatomical plane, because which plane an array axis holds depends on the scan. How a slice
+across an array axis is laid out on screen and what it is in the patient (``array_slice``,
+``slice_aspect``, ``slice_letters``, ``plane_name``, ``axis_direction``, ``axcodes`` with the
+default ``MSD_HEART_AXCODES``) is decided in :mod:`lasegtut.orientation`; the figures here use
+it, so in the MSD heart scans the files' slices are labelled sagittal and the shipped model's
+slices (across axis 0) coronal. Every helper that shows a slice of a scan writes orientation
+letters on it; pass ``axcodes=None`` for a scan whose directions are unknown.
 
 Every function takes plain arrays and returns matplotlib objects, so notebooks stay short and
 figures look the same everywhere. Figures are drawn at :data:`FIG_DPI` with image panels of at
@@ -25,73 +22,16 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .data import MSD_HEART_AXCODES
 from .metrics import bounding_box
+from .orientation import (MSD_HEART_AXCODES, array_slice, axis_direction, check_axis, plane_name, slice_aspect,
+                          slice_letters)
 from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
 PRED_COLOR = "#17bebb"  # prediction
 #: Resolution of the course's figures (dots per inch): sharp on a laptop screen, light in a notebook.
 FIG_DPI = 120
-#: Slices across each array axis, as shown on screen: (the array axis that runs left -> right,
-#: the one that runs bottom -> top). The same layout as the slices of
-#: :func:`lasegtut.preprocess.reslice` shown with :func:`show_xy`, so a slice of a volume and the
-#: network's input look alike.
-SCREEN_AXES = {2: (0, 1), 0: (2, 1), 1: (2, 0)}
-_OPPOSITE = dict(zip("RLAPSI", "LRPAIS"))
-_SIDE = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
-_PLANE = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
-
-
 # ============================================================ shared basics
-def _check_axis(axis: int) -> int:
-    if axis not in SCREEN_AXES:
-        raise ValueError(f"axis must be 0, 1 or 2, not {axis!r}")
-    return int(axis)
-
-
-def array_slice(volume: np.ndarray, index: int, axis: int = 2) -> np.ndarray:
-    """The 2D slice ``index`` across array ``axis`` of an ``(x, y, z)`` volume, laid out for
-    ``imshow``: the first axis of :data:`SCREEN_AXES` ``[axis]`` runs left to right, the second
-    bottom to top. ``axis=2`` gives the files' own slices (``volume[:, :, index]``, x to the right,
-    y up)."""
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    return np.flipud(np.transpose(volume, (rows, cols, axis))[:, :, int(index)])
-
-
-def slice_aspect(axis: int, spacing: Sequence[float] | None) -> float:
-    """Height / width of one displayed pixel of :func:`array_slice` (``axis``) in mm."""
-    if spacing is None:
-        return 1.0
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    return float(spacing[rows]) / float(spacing[cols])
-
-
-def slice_letters(axis: int = 2, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> tuple[str, str, str, str]:
-    """The patient directions (top, bottom, left, right) at the edges of a slice across array
-    ``axis`` shown like :func:`array_slice` or :func:`show_xy`, for a scan whose array axes point
-    towards ``axcodes`` (one of R/L, A/P, S/I per axis). For the MSD heart scans the files' slices
-    (axis 2) give ``("S", "I", "P", "A")``: head up, the back on the left."""
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    right, up = str(axcodes[cols]).upper(), str(axcodes[rows]).upper()
-    return up, _OPPOSITE[up], _OPPOSITE[right], right
-
-
-def plane_name(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
-    """The anatomical plane (``"sagittal"``, ``"coronal"`` or ``"axial"``) of the slices across
-    array ``axis`` of a scan whose axes point towards ``axcodes``: in the MSD heart scans axis 2
-    (the files' slices) is sagittal, axis 0 coronal and axis 1 axial."""
-    return _PLANE[str(axcodes[_check_axis(axis)]).upper()]
-
-
-def axis_direction(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
-    """Which way array ``axis`` runs in the patient, e.g. ``"patient's left -> right"`` for axis 2
-    of the MSD heart scans."""
-    to = str(axcodes[_check_axis(axis)]).upper()
-    a, b = _SIDE[_OPPOSITE[to]], _SIDE[to]
-    return f"patient's {a} -> {b}" if to in "RL" else f"{a} -> {b}"
-
-
 def draw_letters(ax: plt.Axes, letters: Sequence[str], color: str = "yellow", size: float = 9) -> None:
     """Write four direction letters (top, bottom, left, right) just inside the edges of ``ax``."""
     top, bottom, left, right = letters
@@ -161,7 +101,7 @@ def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.
     """
     from celluloid import Camera
 
-    _check_axis(axis)
+    check_axis(axis)
     fig, ax = plt.subplots(figsize=(size, size + 0.35), dpi=dpi)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.1)
     if label is not None or pred is not None:
@@ -225,7 +165,7 @@ def la_area_profile(labels: dict[str, np.ndarray], spacings: dict[str, Sequence[
     """Left-atrium cross-section area (cm^2) of every 2D slice across array ``axis`` (default 2: the
     files' own slices), one line per case, against the slice position in mm from the first slice."""
     fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
-    other = tuple(a for a in range(3) if a != _check_axis(axis))
+    other = tuple(a for a in range(3) if a != check_axis(axis))
     for name, lab in labels.items():
         sp = spacings[name]
         area = (lab > 0).sum(axis=other) * sp[other[0]] * sp[other[1]] / 100.0
@@ -249,7 +189,7 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
     ``axcodes``; ``spacing`` (mm) keeps the proportions true."""
     diff = (label_a > 0) != (label_b > 0)
     if k is None:
-        k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != _check_axis(axis)))))
+        k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != check_axis(axis)))))
     lo, hi = display_range(image)
     img = np.clip(array_slice(image, k, axis), lo, hi)
     aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
@@ -338,7 +278,7 @@ def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], 
     fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.35), dpi=dpi, squeeze=False)
     lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
     letters = _letters(axis, axcodes)
-    titles = list(titles) if titles is not None else [f"{'xyz'[_check_axis(axis)]} = {k}" for k in ks]
+    titles = list(titles) if titles is not None else [f"{'xyz'[check_axis(axis)]} = {k}" for k in ks]
     for ax, k, t in zip(axes[0], ks, titles):
         show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, letters=letters)
     fig.tight_layout()
@@ -527,7 +467,7 @@ def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: S
     volume side by side, label outlined (orange) and prediction dashed (teal), orientation letters
     from ``axcodes`` on every panel. ``zoom`` crops every panel to the in-plane bounding box of
     label | prediction over the whole volume, plus ``margin`` voxels."""
-    _check_axis(axis)
+    check_axis(axis)
     if zoom and (np.any(label) or np.any(pred)):
         box = list(bounding_box((np.asarray(label) != 0) | (np.asarray(pred) != 0), margin))
         box[axis] = slice(None)  # in-plane only: every slice keeps its index
@@ -581,7 +521,7 @@ def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | No
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_ylim(-0.06, 1.1)
     where = "" if axcodes is None else f": {plane_name(axis, axcodes)} sections, {axis_direction(axis, axcodes)}"
-    ax.set_xlabel(f"slice {'xyz'[_check_axis(axis)]} across array axis {axis}{where}", fontsize=9)
+    ax.set_xlabel(f"slice {'xyz'[check_axis(axis)]} across array axis {axis}{where}", fontsize=9)
     ax.set_ylabel("Dice of the slice")
     ax.grid(alpha=0.3)
     return ax
@@ -651,21 +591,6 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
 
 
 # ============================================================ 3D surfaces
-def anatomical_vertices(vertices: np.ndarray, axcodes: Sequence[str] | None = None) -> np.ndarray:
-    """Vertices (mm, ``(n, 3)``) whose axes point along ``axcodes`` (e.g.
-    :data:`lasegtut.anatomy.MSD_HEART_AXCODES`), permuted and flipped to true RAS (right, anterior,
-    superior). ``None``: already RAS (the array frame as the header states it); returned as is."""
-    if axcodes is None:
-        return np.asarray(vertices, dtype=float)
-    from nibabel.orientations import axcodes2ornt, ornt_transform
-
-    out = np.empty_like(np.asarray(vertices, dtype=float))
-    transform = ornt_transform(axcodes2ornt(tuple(axcodes)), axcodes2ornt(("R", "A", "S")))
-    for old_axis, (new_axis, flip) in enumerate(transform):
-        out[:, int(new_axis)] = vertices[:, old_axis] * flip
-    return out
-
-
 def camera_direction(elev: float, azim: float) -> np.ndarray:
     """Unit vector from the scene towards matplotlib's 3D camera at ``elev``, ``azim`` degrees."""
     e, a = np.radians(elev), np.radians(azim)
@@ -719,7 +644,7 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
                    elev: float = 0.0, azim: float = -90.0, vlim: float = 5.0, size: float = 3.2,
                    dpi: int = 80, view: str | None = None):
     """Surfaces side by side, same scale and viewpoint: one panel per ``(title, vertices, faces,
-    colour)``, vertices in mm in RAS (see :func:`anatomical_vertices`). ``colour`` is a colour
+    colour)``, vertices in mm in RAS (see :func:`lasegtut.orientation.anatomical_vertices`). ``colour`` is a colour
     name (``None``: the label colour) or per-vertex signed distances in mm, drawn on a red-blue
     scale from ``-vlim`` to ``+vlim`` with a colour bar (red: outside the reference surface, blue:
     inside it). Default view: from behind (posterior), superior up, the patient's right on the
