@@ -3,14 +3,13 @@
     python benchmarks/quality.py [--weights W [W ...]] [--tta] [--device D]
 
 Per case: Dice, IoU, HD95 (mm), ASSD (mm), predicted and true LA volume (mL) and the volume
-error (%), scored as ``lasegtut evaluate`` scores (:func:`lasegtut.metrics.score_masks`). With
-../shared present it also prints the two-annotator agreement on la_005 / la_026, the ceiling a
-model can reasonably reach.
+error (%), scored as ``lasegtut evaluate`` scores (:func:`lasegtut.metrics.score_masks`). With the
+full data set present (:func:`lasegtut.paths.full_data_dir`) it also prints the two-annotator
+agreement on la_005 / la_026, the ceiling a model can reasonably reach.
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -18,9 +17,9 @@ from lasegtut.data import BUNDLED_SAMPLE, load_case
 from lasegtut.evaluation import ROW_KEYS, evaluate_cases, format_table
 from lasegtut.inference import load_models
 from lasegtut.metrics import evaluate_masks
+from lasegtut.paths import full_data_dir
 from lasegtut.volume import volume_error_pct
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
 
 
 def main() -> None:
@@ -38,8 +37,9 @@ def main() -> None:
     print(format_table(rows, ROW_KEYS + ("volume_error_pct", "seconds"),
                        digits={"dice": 4, "iou": 4, "hd95_mm": 2, "assd_mm": 2}))
     print(f"mean |volume error| {np.mean([abs(r['volume_error_pct']) for r in rows]):.1f} %")
-    if (SHARED / "dataset.json").is_file():
-        a, b = load_case(SHARED, "la_005"), load_case(SHARED, "la_026")
+    full = full_data_dir()
+    if full is not None:
+        a, b = load_case(full, "la_005"), load_case(full, "la_026")
         m = evaluate_masks(a.label, b.label, a.spacing)
         print(f"two annotators, same scan (la_005 vs la_026): Dice {m['dice']:.4f}, HD95 {m['hd95_mm']:.2f} mm, "
               f"ASSD {m['assd_mm']:.2f} mm")

@@ -30,11 +30,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import load_mask_pair
+from .data import load_image, load_mask_pair, load_nifti
 from .errors import LasegError
 from .evaluation import ROW_KEYS
 from .metrics import score_masks
-from .volume import volume_error_pct
+from .preprocess import atomic_write
+from .volume import bsa_mosteller, grade_lavi, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; the last four only with
 #: heights and weights).
@@ -91,8 +92,6 @@ def read_body_sizes(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    from .preprocess import atomic_write
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -121,9 +120,8 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     """
     from tqdm.auto import tqdm
 
-    from .data import load_image, load_nifti
+    # torch only where a model runs: `lasegtut evaluate` on folders (evaluate_folders) needs none
     from .inference import PLAUSIBLE_ML, load_models, predict_volume, resolve_device, write_mask
-    from .volume import bsa_mosteller, grade_lavi, lavi, volume_ml
 
     scans = list_scans(inputs)
     out = Path(out_dir)

@@ -37,7 +37,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
-from .errors import LasegError
+from .errors import LasegError, LasegWarning
 from .orientation import MSD_HEART_AXCODES, to_ras
 from .paths import BUNDLED_SAMPLE, DATA_DIR_VAR, DUPLICATE_PAIR
 from .volume import voxel_volume_mm3
@@ -237,8 +237,6 @@ def check_header(img: nib.Nifti1Image, path: str | os.PathLike, *, guessed: str 
     import warnings
 
     from nibabel.openers import ImageOpener
-
-    from .errors import LasegWarning
 
     hdr = img.header
     try:  # the header as stored: nibabel has already replaced a pixdim of 0 by 1 in img.header

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import BUNDLED_SAMPLE, case_paths, resolve_data_dir
 from .errors import LasegError
+from .evaluation import evaluate_cases
+from .inference import load_model, resolve_device
+from .orientation import array_slice, plane_name, slice_aspect, slice_letters
+from .preprocess import atomic_write
+from .safeio import check_output_file, make_output_dir
 from .volume import volume_error_pct
 
 
@@ -26,8 +32,7 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .orientation import array_slice, plane_name, slice_aspect, slice_letters
-    from .plots import FIG_DPI, la_center, overlay
+    from .plots import FIG_DPI, la_center, overlay  # after the backend is chosen: plots imports pyplot
 
     centre = la_center(label if label.any() else pred, image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), dpi=FIG_DPI)
@@ -39,8 +44,6 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     fig.suptitle(title + "   orange: expert label, teal dashed: model", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    from .preprocess import atomic_write
-
     try:  # under a temporary name, then renamed: never a truncated PNG under the final name
         atomic_write(path, lambda f: fig.savefig(f, format="png"))
     finally:
@@ -61,11 +64,6 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
 
     import nibabel as nib
 
-    from .data import BUNDLED_SAMPLE, case_paths, resolve_data_dir
-    from .evaluation import evaluate_cases
-    from .inference import load_model, resolve_device
-    from .safeio import check_output_file, make_output_dir
-
     dev = resolve_device(device)
     model, info = load_model(weights, device=dev)
     root = resolve_data_dir(data or BUNDLED_SAMPLE)
@@ -80,8 +78,6 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
     m = evaluate_cases(root, [case_id], model, info, keep_masks=True, keep_images=True,
                        device=dev)[0]
     pred, seconds = m["pred"], m["seconds"]
-    from .preprocess import atomic_write
-
     # written under a temporary name, then renamed: never a truncated mask under the final name
     mask_img = nib.Nifti1Image(pred.astype(np.uint8), m["affine"])
     try:

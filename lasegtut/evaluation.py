@@ -57,7 +57,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         mask is empty, see :mod:`lasegtut.metrics`) plus ``"seconds"`` (wall time of the
         prediction) and the arrays asked for.
     """
-    # imported here, not at the top: format_table (``lasegtut evaluate`` on folders) needs no torch
+    # torch only where a model runs: format_table (``lasegtut evaluate`` on folders) needs none
     from .inference import load_model, predict_volume
 
     root = resolve_data_dir(root)

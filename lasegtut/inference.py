@@ -29,12 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import load_image, load_nifti
 from .errors import LasegError
 from .geometry import Geometry
 from .model import UNet, UNetConfig
 from .orientation import from_ras
 from .paths import SHIPPED_WEIGHTS
-from .preprocess import context_indices, paste_window, preprocess_window, resample, reslice, unreslice, window_origin
+from .preprocess import (atomic_write, context_indices, paste_window, preprocess_window, resample, reslice, unreslice,
+                         window_origin)
+from .safeio import check_output_file
+from .volume import volume_ml
 from .weightsfile import ModelInfo, load_weights
 
 #: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
@@ -343,8 +347,6 @@ def _check_output(output: Path, force: bool, inputs: Sequence[str | os.PathLike 
     """Before any work: ``output`` ends in .nii.gz or .nii, is none of ``inputs`` (the scan and the
     weights, also through links or another spelling), exists only with ``force``, and its folder
     accepts a new file (see :func:`lasegtut.safeio.check_output_file`)."""
-    from .safeio import check_output_file
-
     check_output_file(output, force=force, inputs=inputs, suffixes=(".nii.gz", ".nii"))
 
 
@@ -353,8 +355,6 @@ def _save_mask(img: nib.Nifti1Image, output: Path) -> None:
     name that is renamed at the end: never a half-written mask under its final name, and no
     temporary left behind on any failure (a full disk) or on Ctrl-C / SIGTERM."""
     import gzip
-
-    from .preprocess import atomic_write
 
     raw = img.to_bytes()
     data = gzip.compress(raw, compresslevel=6) if output.name.endswith(".gz") else raw
@@ -397,9 +397,6 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     Raises:
         LasegError: bad input, or no atrium found (an empty answer is never written as a result).
     """
-    from .data import load_image, load_nifti
-    from .volume import volume_ml
-
     t0 = time.perf_counter()
     output = Path(output)
     paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights

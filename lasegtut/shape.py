@@ -76,6 +76,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LasegError
+from .preprocess import atomic_write
+from .safeio import check_output_file
 from .volume import check_spacing
 
 #: Gaussian smoothing before marching cubes, in voxels of the finest axis (see the module docstring).
@@ -465,8 +467,6 @@ def check_mesh_path(path: str | os.PathLike, force: bool = False,
     """Check an output mesh path before any work: ``.stl`` or ``.ply``, not a folder, none of
     ``inputs``, no existing file unless ``force``, and a folder that accepts a new file (see
     :func:`lasegtut.safeio.check_output_file`). Raises :class:`LasegError` otherwise; returns the path."""
-    from .safeio import check_output_file
-
     p = Path(path)
     if p.suffix.lower() not in MESH_SUFFIXES:
         raise LasegError(f"mesh file {p} must end in .stl or .ply")
@@ -492,8 +492,6 @@ def write_mesh(path: str | os.PathLike, mesh: SurfaceMesh, affine: np.ndarray, *
     ras = mesh_to_world(mesh, a)
     lps = ras * np.array([-1.0, -1.0, 1.0])
     faces = mesh.faces if np.linalg.det(a[:3, :3]) > 0 else mesh.faces[:, ::-1]  # a mirrored affine
-    from .preprocess import atomic_write
-
     writer = _write_stl if suffix == ".stl" else _write_ply
     try:  # a temporary of a unique name, removed on any failure, Ctrl-C and SIGTERM included
         atomic_write(p, lambda f: writer(f, lps, faces))

@@ -4,25 +4,25 @@ One function, :func:`train`, runs the whole recipe: cache the data set, split it
 build the model from a *profile*, fit with checkpoints and logs, and export the best weights
 as a small ``model.pt`` that :mod:`lasegtut.inference` loads.
 
-Profiles (see :data:`PROFILES`):
+Profiles (:data:`PROFILES` holds every number; ``print(PROFILES["cpu"])`` shows them, and the
+shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
 
-- ``ci``: a tiny network on 64 x 64 slices for a few batches: proves the mechanics in a
-  minute on any CPU; the Dice it reaches means nothing.
-- ``cpu``: the recipe of the shipped model: a 1.96 M-parameter U-Net with batch norm on the
-  central 160 x 160 voxels at full resolution (``border=80``: 200 mm, which holds the atrium of
-  every MSD scan with 25 mm or more to spare), in slices across array axis 0 (one per x, z
-  padded to 160: coronal sections of the MSD heart scans, ``slice_axis=0``), given as 2.5D
-  input (each slice with the slices 2 and 4 away on both sides as 5 channels), the seed
-  augmentation plus a random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22
-  epochs. About 50 minutes on a 2-core laptop.
-- ``gpu``: the ``cpu`` recipe's network and input geometry (so the shipped model runs in the same
-  time on a laptop), trained as a GPU allows: 400 epochs instead of 22, batches of 64 (lr 2e-3), bf16
-  mixed precision (fp16 where the GPU has no bf16) and channels-last, the training slices kept on
-  the GPU and augmented there (:class:`lasegtut.dataset.DeviceSlices`,
-  :func:`lasegtut.augment.augment_batch`), validation every 10 epochs only to watch, and the
-  *last* epoch's weights exported (no epoch chosen by looking at the validation cases, as
-  nnU-Net does). ``train(max_minutes=...)`` shortens the run to a time budget. Several GPUs
-  are used through Lightning's own strategies (``devices="auto"``: DDP for several).
+- ``ci``: a tiny network on small slices for a few batches: proves the mechanics in a minute on
+  any CPU; the Dice it reaches means nothing.
+- ``cpu``: the recipe of the shipped model: a U-Net with batch norm on a tight in-plane window at
+  full resolution (its ``border``, which holds the atrium of every MSD scan with room to spare),
+  in slices across array axis 0 (coronal sections of the MSD heart scans, ``slice_axis=0``), given
+  as 2.5D input (each slice with ``context`` neighbours per side as extra channels), the seed
+  augmentation plus a random gamma, Dice + BCE, Adam with a cosine schedule; under an hour on a
+  2-core laptop.
+- ``gpu``: the ``cpu`` recipe's network and input geometry (so its model runs in the same time on
+  a laptop), trained as a GPU allows: many more epochs, larger batches, bf16 mixed precision
+  (fp16 where the GPU has no bf16) and channels-last, the training slices kept on the GPU and
+  augmented there (:class:`lasegtut.dataset.DeviceSlices`, :func:`lasegtut.augment.augment_batch`),
+  validation only every ``val_every`` epochs to watch, and the *last* epoch's weights exported (no
+  epoch chosen by looking at the validation cases, as nnU-Net does). ``train(max_minutes=...)``
+  shortens the run to a time budget. Several GPUs are used through Lightning's own strategies
+  (``devices="auto"``: DDP for several).
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
@@ -36,7 +36,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -45,17 +45,17 @@ import torch
 from . import __version__
 from .augment import AugmentConfig
 from .data import MSD_SIZE, VALIDATION_CASES, list_cases, resolve_data_dir
+from .dataset import LADataModule
 from .errors import LasegError
 from .geometry import SLICING_FIELDS, Geometry
 from .losses import DiceBCELoss
+from .inference import load_model
 from .model import UNet, UNetConfig
+from .pack import unpack
 from .preprocess import DEFAULT_BORDER, load_index, write_cache, write_json_atomic
 from .safeio import load_torch_file, make_output_dir
 from .split import split_cases
 from .weightsfile import export_weights, parse_weights
-
-if TYPE_CHECKING:
-    from .dataset import LADataModule
 
 #: The input geometry a :class:`LitSegmenter` gets for any field it is not given.
 _DEFAULT_GEOMETRY = Geometry()
@@ -123,11 +123,9 @@ class Profile:
 
 
 def datamodule(prof: Profile, cache: str | os.PathLike, train_cases: Sequence[str],
-               val_cases: Sequence[str]) -> "LADataModule":
+               val_cases: Sequence[str]) -> LADataModule:
     """The :class:`lasegtut.dataset.LADataModule` a profile trains on (one place, so that
     training and the speed benchmark feed the network the same slices)."""
-    from .dataset import LADataModule
-
     return LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
                         num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
                         empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
@@ -384,8 +382,6 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         load_index(cache)
     make_output_dir(out)
     if pack is not None:
-        from .pack import unpack
-
         unpack(pack, cache)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
@@ -479,8 +475,6 @@ def _device_name(accelerator: str) -> str:
 def _load_init(init: str | os.PathLike, prof: Profile) -> UNet:
     """The network of ``init`` (:func:`lasegtut.inference.load_model`: ``weights_only`` loading),
     checked to have the shape and input geometry ``prof`` trains; LasegError otherwise."""
-    from .inference import load_model
-
     start, info = load_model(init)
     theirs = info.geometry
     if start.config != prof.model_config() or not theirs.same_slicing(prof.geometry()):

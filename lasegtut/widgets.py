@@ -33,6 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import anatomy, plots
+from .augment import AugmentConfig, Augmenter
 from .orientation import (PLANES, SLICE_AXES, array_slice, fixed_axis, plane_name, slice_aspect, slice_letters,
                           to_anatomical)
 
@@ -123,8 +124,6 @@ def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: 
                      seed: int = 0, n: int = 5, dpi: int = 80) -> bytes:
     """PNG bytes of the original ``(x, y)`` slice and ``n`` augmentations with rotation up to
     +-``rotate`` degrees, zoom in ``1 +- scale`` and elastic alpha up to ``elastic_alpha`` px."""
-    from .augment import AugmentConfig, Augmenter
-
     cfg = AugmentConfig(scale=(1 - scale, 1 + scale), rotate=(-rotate, rotate),
                         elastic_alpha=(0.0, elastic_alpha), elastic=elastic_alpha > 0)
     aug = Augmenter(cfg)

@@ -3,25 +3,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import MSD_SPACING, SAMPLE
 from lasegtut.data import load_mask
 from lasegtut.errors import LasegError
 from lasegtut.metrics import (SCORE_KEYS, assd, best_worst_slices, dice, evaluate_masks, hd95, iou, joint_bbox,
                               per_slice_dice, score_masks, surface_distances, surface_voxels)
 from lasegtut.volume import volume_ml
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_LABELS = REPO / "data" / "sample" / "labelsTr"
-SHARED = REPO.parent / "shared" / "data" / "msd-task02-heart"
-MSD_SPACING = (1.25, 1.25, 1.37)
-
-needs_shared = pytest.mark.skipif(not (SHARED / "labelsTr").is_dir(),
-                                  reason=f"real data not found at {SHARED}")
+SAMPLE_LABELS = SAMPLE / "labelsTr"
 
 
 def box(shape, lo, hi) -> np.ndarray:
@@ -238,11 +232,10 @@ def test_agrees_with_monai_on_a_real_label_vs_its_eroded_shifted_copy(la009):
 
 
 @pytest.mark.shared
-@needs_shared
-def test_two_labels_of_the_same_image_la005_la026():
+def test_two_labels_of_the_same_image_la005_la026(shared_root):
     """la_005 and la_026 are one image labelled twice: a real inter-rater comparison."""
-    a, sp_a, aff_a = load_mask(SHARED / "labelsTr" / "la_005.nii.gz")
-    b, sp_b, aff_b = load_mask(SHARED / "labelsTr" / "la_026.nii.gz")
+    a, sp_a, aff_a = load_mask(shared_root / "labelsTr" / "la_005.nii.gz")
+    b, sp_b, aff_b = load_mask(shared_root / "labelsTr" / "la_026.nii.gz")
     assert a.shape == b.shape and np.allclose(aff_a, aff_b)
     ours, (h, s) = assert_agrees_with_monai(a, b, sp_a, rel=1e-4)
     assert round(ours["dice"], 3) == 0.927

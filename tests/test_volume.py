@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import MSD_SPACING, SAMPLE
 from lasegtut.data import load_mask
 from lasegtut.errors import LasegError
 from lasegtut.volume import (LAVI_GRADES, bland_altman_stats, bsa_mosteller, grade_lavi, lavi, sphere_mask,
                              volume_error_pct, voxel_volume_mm3, volume_ml)
 
-REPO = Path(__file__).resolve().parents[1]
-MSD_SPACING = (1.25, 1.25, 1.37)
 
 
 # ----------------------------------------------------------------------------- volume
@@ -68,7 +66,7 @@ def test_sphere_rejects_bad_arguments(kwargs):
 
 
 def test_real_left_atrium_has_a_plausible_volume():
-    mask, spacing, _ = load_mask(REPO / "data" / "sample" / "labelsTr" / "la_009.nii.gz")
+    mask, spacing, _ = load_mask(SAMPLE / "labelsTr" / "la_009.nii.gz")
     v = volume_ml(mask, spacing)
     assert v == pytest.approx(int(mask.sum()) * np.prod(spacing) / 1000)
     assert 20 < v < 250  # adult left atria (with veins and appendage trunk): tens to ~200 mL
