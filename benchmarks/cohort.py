@@ -2,7 +2,8 @@
 
     python benchmarks/cohort.py [--data DIR] [--limit N]
 
-Segments every scan of an MSD folder (default: the 18 of ../shared, else the bundled 3) twice,
+Segments every scan of an MSD folder (default: the full data set, :func:`lasegtut.paths.full_data_dir`,
+else the bundled 3) twice,
 into temporary folders: once with ``lasegtut predict SCANS_DIR OUT_DIR`` (one process, the
 model loaded once, the next scan read while the current one is segmented) and once with a
 separate ``lasegtut predict scan mask`` process per scan, as a shell loop would. Prints the wall
@@ -20,19 +21,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "msd-task02-heart"
+from lasegtut.paths import BUNDLED_SAMPLE, COURSE_ROOT, full_data_dir
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=SHARED if SHARED.is_dir() else REPO / "data" / "sample")
+    ap.add_argument("--data", type=Path, default=full_data_dir() or BUNDLED_SAMPLE)
     ap.add_argument("--limit", type=int, default=None, help="only the first N scans")
     args = ap.parse_args()
     scans = sorted((args.data / "imagesTr").glob("*.nii.gz"))[: args.limit]
     cli = [sys.executable, "-m", "lasegtut", "predict"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(COURSE_ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "scans").mkdir()
@@ -51,7 +52,7 @@ def main() -> None:
         same = all(np.array_equal(np.asanyarray(nib.load(tmp / "folder" / s.name).dataobj),
                                   np.asanyarray(nib.load(tmp / "single" / s.name).dataobj)) for s in scans)
     n = len(scans)
-    print(f"{n} scans from {args.data.name}, torch threads {__import__('torch').get_num_threads()}, "
+    print(f"{n} scans from {args.data.name}, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs")
     print(f"one command for the folder:   {folder_s:7.1f} s  {60 * n / folder_s:5.1f} scans/min")
     print(f"one command per scan:         {single_s:7.1f} s  {60 * n / single_s:5.1f} scans/min")

@@ -83,11 +83,12 @@ def _clean(x):
 def score(members, device) -> dict:
     """Per-case figures and means on the bundled validation cases for one model or an average."""
     from lasegtut.evaluation import evaluate_cases
+    from lasegtut.volume import volume_error_pct
 
     rows = evaluate_cases(BUNDLED_SAMPLE, None, members, None, device=str(device))
     cases = {}
     for r in rows:
-        err = 100 * (r["volume_pred_ml"] - r["volume_label_ml"]) / r["volume_label_ml"]
+        err = volume_error_pct(r["volume_pred_ml"], r["volume_label_ml"])
         cases[r["case"]] = {k: round(float(r[k]), 4) for k in ("dice", "iou", "hd95_mm", "assd_mm",
                                                                   "volume_pred_ml", "volume_label_ml", "seconds")}
         cases[r["case"]]["volume_error_pct"] = round(err, 2)
@@ -99,7 +100,7 @@ def score(members, device) -> dict:
 
 def val_curve(run: Path) -> list:
     """(epoch, validation Dice at the training crop) pairs from Lightning's CSV log."""
-    from lasegtut.evaluation import read_metrics_csv
+    from lasegtut.training import read_metrics_csv
 
     logs = sorted((run / "logs").glob("version_*/metrics.csv"))
     if not logs:
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.copy2(args.work / f"axis{v}" / "model.pt", args.out / f"model_axis{v}.pt")
         model, info = load_model(args.out / f"model_axis{v}.pt", device=device)
         members.append((model, info))
-        meta = info["meta"]
+        meta = info.meta
         slices_per_s = meta["epochs"] * meta["train_slices"] / max(meta["train_seconds"], 1e-9)
         figures["views"][f"axis{v}"] = {"train": {k: meta[k] for k in ("epochs", "train_seconds", "train_slices",
                                                                        "precision", "device")},

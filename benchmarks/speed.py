@@ -2,12 +2,14 @@
 
     python benchmarks/speed.py [--predict-runs 3] [--train-batches 20] [--seed-batches 3]
 
-1. ``predict``: seconds per scan for a 320 x 320 x Z scan (la_003, 130 slices, from ../shared
-   when present, else the bundled la_014), end to end (read, preprocess, segment,
-   write), vs the seed course's loop: one slice at a time through the seed U-Net at 256 x 256.
-2. Training throughput, slices/s: the ``cpu`` profile (memory-mapped cache, 128 px, batch 16,
-   augmentation in one worker) vs a faithful re-implementation of the seed's loop (one float64
-   ``.npy`` file per slice, imgaug per sample at 256 px, the seed U-Net, batch 8, no workers).
+1. ``predict``: seconds per scan for a 320 x 320 x Z scan (la_003, 130 slices, from the full data
+   set when present (:func:`lasegtut.paths.full_data_dir`), else the bundled la_014), end to end
+   (read, preprocess, segment, write), vs the seed course's loop: one slice at a time through the
+   seed U-Net at 256 x 256.
+2. Training throughput, slices/s: the ``cpu`` profile (memory-mapped cache, augmentation in its
+   workers; slice size, channels and batch as :data:`lasegtut.training.PROFILES` says, printed
+   with the figure) vs a faithful re-implementation of the seed's loop (one float64 ``.npy`` file
+   per slice, imgaug per sample at 256 px, the seed U-Net, batch 8, no workers).
 """
 from __future__ import annotations
 
@@ -24,10 +26,11 @@ from lasegtut.data import BUNDLED_SAMPLE, load_case
 from lasegtut.inference import load_model, predict_file
 from lasegtut.losses import DiceBCELoss
 from lasegtut.model import UNet, UNetConfig
+from lasegtut.paths import full_data_dir
 from lasegtut.preprocess import preprocess_mask, preprocess_volume, write_cache
 from lasegtut.training import PROFILES, datamodule
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "msd-task02-heart"
+FULL = full_data_dir()
 
 
 def seed_predict(image: np.ndarray, model: UNet) -> np.ndarray:
@@ -42,7 +45,7 @@ def seed_predict(image: np.ndarray, model: UNet) -> np.ndarray:
 
 
 def bench_predict(runs: int) -> None:
-    root, cid = (SHARED, "la_003") if (SHARED / "dataset.json").is_file() else (BUNDLED_SAMPLE, "la_014")
+    root, cid = (FULL, "la_003") if FULL is not None else (BUNDLED_SAMPLE, "la_014")
     scan = root / "imagesTr" / f"{cid}.nii.gz"
     case = load_case(root, cid)
     print(f"predict on {cid} {case.image.shape}:")
@@ -64,7 +67,7 @@ def bench_predict(runs: int) -> None:
 
 
 def bench_train(batches: int, seed_batches: int) -> None:
-    data = SHARED if (SHARED / "dataset.json").is_file() else BUNDLED_SAMPLE
+    data = FULL or BUNDLED_SAMPLE
     prof = PROFILES["cpu"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"

@@ -10,7 +10,7 @@ Code that slices names the array axis it cuts across: the files' own slices are 
 and a model records its ``slice_axis`` (the shipped one: axis 0). What those slices are
 anatomically is taught in notebooks 01-02: the MSD Task02_Heart headers are plain diagonal
 matrices, and the anatomy shows that axis 0 runs back to front, axis 1 feet to head and axis 2
-left to right (:data:`lasegtut.data.MSD_HEART_AXCODES`), so the files' slices are sagittal and
+left to right (:data:`lasegtut.orientation.MSD_HEART_AXCODES`), so the files' slices are sagittal and
 the shipped model's coronal sections. Volumes and metrics do not depend on it.
 """
 from .errors import LasegError

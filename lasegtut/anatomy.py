@@ -30,18 +30,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
-from .data import MSD_HEART_AXCODES
-from .plots import FIG_DPI, LA_COLOR, display_range, draw_letters, la_center, overlay, slice_letters
+from .metrics import bounding_box
+from .orientation import (MSD_HEART_AXCODES, PLANE_LETTERS, plane_aspect, plane_slice, slice_letters,
+                          to_anatomical)
+from .plots import FIG_DPI, LA_COLOR, display_range, draw_letters, la_center, overlay
 
-# MSD_HEART_AXCODES (imported above from lasegtut.data): the true direction of array axes 0, 1, 2
-# of an MSD Task02_Heart volume as loaded by lasegtut.data.load_case (the header says RAS).
-#: The three anatomical planes, and the RAS array axis each one holds fixed.
-PLANES = ("axial", "coronal", "sagittal")
-_FIXED_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
-#: Directions at the (top, bottom, left, right) edges of each plane in the radiological convention.
-_LETTERS = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"), "sagittal": ("S", "I", "A", "P")}
+# MSD_HEART_AXCODES and to_anatomical (from lasegtut.orientation, where the planes and every other
+# orientation helper live): the true direction of the array axes of an MSD Task02_Heart volume.
 #: Directions at the (top, bottom, left, right) edges of one of the files' own slices (across array
-#: axis 2) of an MSD heart scan shown with :func:`lasegtut.plots.array_slice`: a sagittal section,
+#: axis 2) of an MSD heart scan shown with :func:`lasegtut.orientation.array_slice`: a sagittal section,
 #: ``("S", "I", "P", "A")``.
 STORED_SLICE_LETTERS = slice_letters(2, MSD_HEART_AXCODES)
 
@@ -169,63 +166,17 @@ def heart_schematic(dpi: int = FIG_DPI) -> Figure:
 
 
 # ----------------------------------------------------------------------------- real scans
-def to_anatomical(volume: np.ndarray, spacing: Sequence[float] | None = None,
-                  axcodes: Sequence[str] = MSD_HEART_AXCODES) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Reorient a volume whose array axes point along ``axcodes`` (default: the MSD heart layout)
-    to true RAS ``(right, anterior, superior)``; returns ``(array view, spacing in mm)``.
-
-    Only transposes and flips, no resampling: every voxel keeps its value and size.
-    """
-    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
-
-    transform = ornt_transform(axcodes2ornt(tuple(axcodes)), axcodes2ornt(("R", "A", "S")))
-    sp = tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0)
-    new_sp = [0.0, 0.0, 0.0]
-    for old_axis, (new_axis, _flip) in enumerate(transform):
-        new_sp[int(new_axis)] = float(sp[old_axis])
-    return apply_orientation(volume, transform), (new_sp[0], new_sp[1], new_sp[2])
-
-
 def trim_box(image: np.ndarray) -> tuple[slice, slice, slice]:
-    """Index box of the non-zero voxels of a volume (to leave out a blank border when showing it)."""
-    nz = np.argwhere(image != 0)
-    if len(nz) == 0:
-        return tuple(slice(0, n) for n in image.shape)  # type: ignore[return-value]
-    lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
-
-
-def fixed_axis(plane: str) -> int:
-    """The RAS array axis (0 = x, 1 = y, 2 = z) a plane holds fixed: sagittal 0, coronal 1, axial 2."""
-    return _FIXED_AXIS[plane]
-
-
-def plane_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """A true-RAS ``(x, y, z)`` volume's ``plane`` at voxel ``index``, oriented for display in the
-    radiological convention: axial anterior up and coronal superior up, both with the patient's
-    right on the viewer's left; sagittal superior up with anterior on the left."""
-    index = int(index)
-    if plane == "axial":
-        img = volume[:, :, index].T          # rows y (P -> A), columns x (L -> R)
-    elif plane == "coronal":
-        img = volume[:, index, :].T          # rows z (I -> S), columns x
-    elif plane == "sagittal":
-        img = volume[index, :, :].T          # rows z, columns y (P -> A)
-    else:
-        raise ValueError(f"plane must be one of {PLANES}, not {plane!r}")
-    return np.fliplr(np.flipud(img))
-
-
-def plane_aspect(plane: str, spacing: Sequence[float] | None) -> float:
-    """Height / width of a display pixel of ``plane`` in mm, for RAS voxel ``spacing`` (sx, sy, sz)."""
-    sx, sy, sz = spacing if spacing is not None else (1.0, 1.0, 1.0)
-    return {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[plane]
+    """Index box of the non-zero voxels of a volume (to leave out a blank border when showing it;
+    :func:`lasegtut.metrics.bounding_box`), the whole volume if it is all zero."""
+    box = bounding_box(image)
+    return tuple(slice(0, n) for n in image.shape) if box is None else box  # type: ignore[return-value]
 
 
 def orientation_letters(ax: plt.Axes, plane: str | Sequence[str], color: str = "yellow", size: float = 9) -> None:
     """Write the anatomical directions (A/P, R/L, S/I) at the edges of a :func:`plane_slice` image;
     ``plane`` may also be the four letters (top, bottom, left, right), e.g. :data:`STORED_SLICE_LETTERS`."""
-    draw_letters(ax, _LETTERS[plane] if isinstance(plane, str) else plane, color=color, size=size)
+    draw_letters(ax, PLANE_LETTERS[plane] if isinstance(plane, str) else plane, color=color, size=size)
 
 
 def draw_plane(ax: plt.Axes, volume: np.ndarray, plane: str, index: int, label: np.ndarray | None = None,

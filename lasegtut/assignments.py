@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LasegError
+from .paths import NOTEBOOKS
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -69,10 +70,9 @@ def visible_text(text: str) -> str:
 
 
 def default_source_dir() -> Path:
-    """The course's ``notebooks/`` folder (next to the ``lasegtut`` package in a source checkout)."""
-    import lasegtut
-
-    return Path(lasegtut.__file__).resolve().parents[1] / "notebooks"
+    """The course's ``notebooks/`` folder (next to the ``lasegtut`` package in a source checkout:
+    :data:`lasegtut.paths.NOTEBOOKS`)."""
+    return NOTEBOOKS
 
 
 def _source_lines(cell: dict[str, Any], where: str = "cell") -> list[str]:

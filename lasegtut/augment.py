@@ -60,14 +60,50 @@ class AugmentConfig:
 
 
 def build_pipeline(config: AugmentConfig | None = None):
-    """The imgaug pipeline (an ``iaa.Sequential``) for ``config`` (default: the seed course's)."""
+    """The imgaug pipeline (an ``iaa.Sequential``) for ``config`` (default: the seed course's):
+    ``Affine``, then ``ElasticTransformation`` (if ``elastic``), then ``RandomGamma`` (if ``gamma``)."""
     from .imgaug_compat import iaa
 
     c = config or AugmentConfig()
     steps = [iaa.Affine(scale=c.scale, rotate=c.rotate)]
     if c.elastic:
         steps.append(iaa.ElasticTransformation(alpha=c.elastic_alpha, sigma=c.elastic_sigma))
+    if c.gamma is not None:
+        steps.append(_random_gamma_class()(c.gamma))
     return iaa.Sequential(steps)
+
+
+_RANDOM_GAMMA = None
+
+
+def _random_gamma_class():
+    """imgaug's augmenter of the gamma step: ``image -> clip(image, 0, 1) ** g`` with ``g`` drawn
+    uniformly in ``gamma`` for every image (from the step's own random state, seeded with the
+    pipeline); segmentation maps pass unchanged. Built on first use: imgaug is imported only where
+    the CPU pipeline runs."""
+    global _RANDOM_GAMMA
+    if _RANDOM_GAMMA is None:
+        import imgaug.parameters as iap
+
+        from .imgaug_compat import iaa
+
+        class RandomGamma(iaa.meta.Augmenter):  # type: ignore[name-defined, misc]
+            def __init__(self, gamma: tuple[float, float], seed=None, name=None) -> None:
+                super().__init__(seed=seed, name=name)
+                self.gamma = iap.Uniform(float(gamma[0]), float(gamma[1]))
+
+            def _augment_batch_(self, batch, random_state, parents, hooks):
+                if batch.images is not None:
+                    gs = self.gamma.draw_samples((len(batch.images),), random_state=random_state)
+                    for i, g in enumerate(gs):
+                        batch.images[i] = np.clip(batch.images[i], 0.0, 1.0) ** np.float32(g)
+                return batch
+
+            def get_parameters(self) -> list:
+                return [self.gamma]
+
+        _RANDOM_GAMMA = RandomGamma
+    return _RANDOM_GAMMA
 
 
 class Augmenter:
@@ -95,9 +131,6 @@ class Augmenter:
         img_aug, seg_aug = self.pipeline(image=np.ascontiguousarray(hwc, dtype=np.float32),
                                          segmentation_maps=seg)
         img_aug = img_aug.astype(np.float32)
-        if self.config.gamma is not None:
-            g = np.random.default_rng(int(seed)).uniform(*self.config.gamma)
-            img_aug = np.clip(img_aug, 0.0, 1.0) ** np.float32(g)
         if image.ndim == 3:
             img_aug = np.ascontiguousarray(np.moveaxis(img_aug, -1, 0))
         return img_aug, seg_aug.get_arr().astype(np.uint8)

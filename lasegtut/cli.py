@@ -103,20 +103,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if Path(args.pred).is_dir() or Path(args.label).is_dir():
         return _evaluate_folders(args)
-    from .data import load_mask
-    from .metrics import evaluate_masks
-    from .volume import volume_ml
+    from .data import load_mask_pair
+    from .metrics import score_masks
 
-    pred, sp_p, aff_p = load_mask(args.pred)
-    label, sp_l, aff_l = load_mask(args.label)
-    import numpy as np
-
-    if pred.shape != label.shape or not np.allclose(aff_p, aff_l, atol=1e-3):
-        raise LasegError(f"{args.pred} and {args.label} are on different grids "
-                         f"(shapes {pred.shape} vs {label.shape}); resample one onto the other first")
-    m = evaluate_masks(pred, label, sp_l)
-    m["volume_pred_ml"] = volume_ml(pred, sp_p)
-    m["volume_label_ml"] = volume_ml(label, sp_l)
+    pred, label, sp_p, sp_l = load_mask_pair(args.pred, args.label)
+    m = score_masks(pred, label, sp_l, pred_spacing=sp_p)
     print(f"Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  HD95 {m['hd95_mm']:.2f} mm  "
           f"ASSD {m['assd_mm']:.2f} mm")
     print(f"volume: predicted {m['volume_pred_ml']:.1f} mL, label {m['volume_label_ml']:.1f} mL")

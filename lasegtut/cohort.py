@@ -30,15 +30,19 @@ from typing import Sequence
 
 import numpy as np
 
+from .data import load_image, load_mask_pair, load_nifti
 from .errors import LasegError
+from .evaluation import ROW_KEYS
+from .metrics import score_masks
+from .preprocess import atomic_write
+from .volume import bsa_mosteller, grade_lavi, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; the last four only with
 #: heights and weights).
 VOLUME_COLUMNS = ("case", "status", "volume_ml", "voxels", "spacing_mm", "seconds", "mask",
                   "height_cm", "weight_kg", "bsa_m2", "lavi_ml_m2", "grade")
-#: Columns of :func:`evaluate_folders`' table.
-SCORE_COLUMNS = ("case", "dice", "iou", "hd95_mm", "assd_mm", "volume_pred_ml", "volume_label_ml",
-                 "volume_error_pct")
+#: Columns of :func:`evaluate_folders`' table: :data:`lasegtut.evaluation.ROW_KEYS` and the volume error (%).
+SCORE_COLUMNS = ROW_KEYS + ("volume_error_pct",)
 
 
 def case_name(path: str | os.PathLike) -> str:
@@ -88,8 +92,6 @@ def read_body_sizes(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    from .preprocess import atomic_write
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -118,9 +120,8 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     """
     from tqdm.auto import tqdm
 
-    from .data import load_image, load_nifti
+    # torch only where a model runs: `lasegtut evaluate` on folders (evaluate_folders) needs none
     from .inference import PLAUSIBLE_ML, load_models, predict_volume, resolve_device, write_mask
-    from .volume import bsa_mosteller, grade_lavi, lavi, volume_ml
 
     scans = list_scans(inputs)
     out = Path(out_dir)
@@ -204,10 +205,6 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) 
     ``sd`` and the ``worst`` case (lowest Dice and IoU, largest distances and absolute volume
     error). A prediction without a label is an error; labels without a prediction are ignored.
     """
-    from .data import load_mask
-    from .metrics import evaluate_masks
-    from .volume import volume_ml
-
     preds = list_scans([pred_dir])
     labels = {case_name(p): p for p in list_scans([label_dir])}
     rows = []
@@ -215,15 +212,9 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) 
         case = case_name(p)
         if case not in labels:
             raise LasegError(f"no label for {p.name} in {label_dir}")
-        pred, sp_p, aff_p = load_mask(p)
-        lab, sp_l, aff_l = load_mask(labels[case])
-        if pred.shape != lab.shape or not np.allclose(aff_p, aff_l, atol=1e-3):
-            raise LasegError(f"{p.name}: prediction and label are on different grids ({pred.shape} vs {lab.shape})")
-        m = evaluate_masks(pred, lab, sp_l)
-        vp, vl = volume_ml(pred, sp_p), volume_ml(lab, sp_l)
-        rows.append({"case": case, **{k: m[k] for k in ("dice", "iou", "hd95_mm", "assd_mm")},
-                     "volume_pred_ml": vp, "volume_label_ml": vl,
-                     "volume_error_pct": 100 * (vp - vl) / vl if vl else float("nan")})
+        pred, lab, sp_p, sp_l = load_mask_pair(p, labels[case])
+        m = score_masks(pred, lab, sp_l, pred_spacing=sp_p)
+        rows.append({"case": case, **m, "volume_error_pct": volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])})
     summary = {}
     for key in SCORE_COLUMNS[1:]:
         vals = np.array([r[key] for r in rows], dtype=float)

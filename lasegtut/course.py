@@ -7,7 +7,10 @@ CPU to the full data set on a GPU without editing it:
 
 - ``LASEG_DATA_DIR``: an MSD Task02_Heart folder (default: the bundled sample),
 - ``LASEG_PROFILE``: ``ci`` (default: minutes on a CPU), ``cpu`` or ``gpu``,
-- ``LASEG_USE_PRETRAINED``: ``1`` (default) to use the shipped model, ``0`` to use your own.
+- ``LASEG_USE_PRETRAINED``: ``1`` (default) to use the shipped model, ``0`` to use your own
+  (:attr:`NotebookConfig.weights`).
+
+(Their names, and every well-known location, are defined in :mod:`lasegtut.paths`.)
 
 Nothing here imports torch, Lightning or imgaug: a kernel that does not use them (notebooks 01-03;
 04 uses only imgaug) should not pay their few hundred MB of memory (Binder gives a whole session
@@ -24,6 +27,9 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from .data import resolve_data_dir
+from .paths import BUNDLED_SAMPLE, NOTEBOOKS, PROFILE_VAR, RUNS, USE_PRETRAINED_VAR, trained_weights
 
 #: Where the course lives (used by the Colab setup cell and the badges).
 REPO_URL = "https://github.com/lasegtut/lasegtut"
@@ -92,9 +98,18 @@ class NotebookConfig:
     @property
     def data_name(self) -> str:
         """A short, machine-independent name of the data folder for printing."""
-        from .data import BUNDLED_SAMPLE
-
         return "bundled sample (data/sample)" if self.data_dir == BUNDLED_SAMPLE else self.data_dir.name
+
+    @property
+    def run_dir(self) -> Path:
+        """Where notebook 05 trains this profile on the full data (a ``lasegtut train --out`` folder)."""
+        return RUNS / self.profile
+
+    @property
+    def weights(self) -> Path | None:
+        """The model notebooks 06 and 07 use: None (the shipped model) with ``use_pretrained``, else
+        the one notebook 05 trained with this profile (:func:`lasegtut.paths.trained_weights`)."""
+        return None if self.use_pretrained else trained_weights(self.profile)
 
 
 #: Device files that exist where a GPU driver torch could use is loaded (NVIDIA, AMD ROCm, WSL2).
@@ -297,14 +312,12 @@ def notebook_config(seed: int = 42, profile: str | None = None, data_dir: str | 
     Arguments left as None come from ``LASEG_PROFILE``, ``LASEG_DATA_DIR`` and
     ``LASEG_USE_PRETRAINED``; on a machine with a GPU the default profile is ``gpu``.
     """
-    from .data import resolve_data_dir
-
     seed_everything(seed)
     release_memory_after_each_cell()
     if profile is None:
-        profile = os.environ.get("LASEG_PROFILE") or ("gpu" if device() == "cuda" else "ci")
+        profile = os.environ.get(PROFILE_VAR) or ("gpu" if device() == "cuda" else "ci")
     if use_pretrained is None:
-        use_pretrained = os.environ.get("LASEG_USE_PRETRAINED", "1") != "0"
+        use_pretrained = os.environ.get(USE_PRETRAINED_VAR, "1") != "0"
     return NotebookConfig(seed, profile, resolve_data_dir(data_dir), use_pretrained)
 
 
@@ -344,8 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m lasegtut.course [NOTEBOOK ...]``: write the setup and shutdown cells into the
     course notebooks (default: every ``notebooks/NN_*.ipynb`` of this checkout)."""
     args = sys.argv[1:] if argv is None else argv
-    default = Path(__file__).resolve().parents[1] / "notebooks"
-    paths = [Path(a) for a in args] or sorted(default.glob("[0-9][0-9]_*.ipynb"))
+    paths = [Path(a) for a in args] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         print("lasegtut.course: no notebooks found (give their paths)", file=sys.stderr)
         return 2

@@ -12,7 +12,8 @@ axis 0 points right, axis 1 anterior and axis 2 superior for *every* scan, whate
 header said. Arrays are indexed ``(x, y, z)``; spacing is in millimetres in the same order.
 (RAS as the header states it: the Task02_Heart headers are plain diagonal matrices that do not
 match the anatomy. Read from the anatomy, array axis 0 runs posterior -> anterior, axis 1
-inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`.
+inferior -> superior and axis 2 from the patient's left to right: :data:`MSD_HEART_AXCODES`,
+kept with the other orientation helpers in :mod:`lasegtut.orientation`.
 So the files' own slices, across axis 2, are sagittal sections; see :mod:`lasegtut.anatomy`.)
 
 Where the data comes from (first match wins):
@@ -36,27 +37,26 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
-from .errors import LasegError
+from .errors import LasegError, LasegWarning
+from .orientation import MSD_HEART_AXCODES, to_ras
+from .paths import BUNDLED_SAMPLE, DATA_DIR_VAR, DUPLICATE_PAIR
+from .volume import voxel_volume_mm3
 
-#: The bundled sample: la_009, la_014, la_020 (the project's fixed validation cases).
-BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 #: The three bundled cases; they are never used for training the shipped model.
 VALIDATION_CASES = ("la_009", "la_014", "la_020")
 #: Labelled cases in the official Task02_Heart release (it also has 10 unlabelled test scans).
 MSD_LABELLED_CASES = 20
 #: Task02_Heart holds one scan twice, with two different labels: la_005 and la_026.
 DUPLICATE_CASES = ("la_005", "la_026")
-#: That scan and its two labels, cropped around the atrium, shipped with the course (about 1 MB;
-#: CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson runs in any clone.
-DUPLICATE_PAIR = BUNDLED_SAMPLE.parent / "duplicate_pair"
-ENV_VAR = "LASEG_DATA_DIR"
+# DUPLICATE_PAIR (:mod:`lasegtut.paths`): that scan and its two labels, cropped around the atrium,
+# shipped with the course (about 1 MB; CC-BY-SA 4.0, see its README.md): the duplicate-scan lesson
+# runs in any clone.
 #: Voxel size (mm, x y z) of the MSD Task02_Heart scans: what a model trained on them expects, and
 #: the training spacing of weights files that do not record their own.
 MSD_SPACING = (1.25, 1.25, 1.37)
-#: True anatomical direction of array axes 0, 1, 2 of an MSD Task02_Heart volume as loaded by
-#: :func:`load_case` (read from the anatomy: spine, aortic arch, descending aorta; the header
-#: says RAS). Figures use it for their orientation letters (:func:`lasegtut.plots.slice_letters`).
-MSD_HEART_AXCODES = ("A", "S", "R")
+#: In-plane size (voxels, x and y) of the MSD Task02_Heart scans, on which a model's crop
+#: (:attr:`lasegtut.geometry.Geometry.border`) is measured.
+MSD_SIZE = 320
 
 #: The largest scan any command loads: 2**27 voxels (134 M, e.g. 512 x 512 x 512), seven times the
 #: largest MSD heart scan (320 x 320 x 180). Larger files are refused from their header, before
@@ -87,8 +87,8 @@ class Case:
 
     @property
     def voxel_volume_mm3(self) -> float:
-        """Volume of one voxel in mm^3."""
-        return float(np.prod(self.spacing))
+        """Volume of one voxel in mm^3 (:func:`lasegtut.volume.voxel_volume_mm3`)."""
+        return voxel_volume_mm3(self.spacing)
 
 
 def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
@@ -101,9 +101,9 @@ def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
         LasegError: the folder does not exist or holds no ``dataset.json``.
     """
     if root is None or str(root) == "":
-        env = os.environ.get(ENV_VAR)
+        env = os.environ.get(DATA_DIR_VAR)
         root = env if env else BUNDLED_SAMPLE
-        source = f"${ENV_VAR}" if env else "the bundled sample"
+        source = f"${DATA_DIR_VAR}" if env else "the bundled sample"
     else:
         source = "--data"
     path = Path(root).expanduser()
@@ -238,8 +238,6 @@ def check_header(img: nib.Nifti1Image, path: str | os.PathLike, *, guessed: str 
 
     from nibabel.openers import ImageOpener
 
-    from .errors import LasegWarning
-
     hdr = img.header
     try:  # the header as stored: nibabel has already replaced a pixdim of 0 by 1 in img.header
         with ImageOpener(str(path)) as f:
@@ -281,23 +279,6 @@ def read_array(img: nib.Nifti1Image, path: str | os.PathLike = "", dtype=np.floa
         raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
                          f"({type(e).__name__})") from None
     return arr
-
-
-def to_ras(img: nib.Nifti1Image, path: str | os.PathLike = "") -> nib.Nifti1Image:
-    """Reorient to the closest RAS orientation (no resampling, only flips and transposes).
-
-    An image that is not RAS already has its voxels read here, so a truncated or corrupt file,
-    or one too large for memory, raises the same one-line LasegError as :func:`read_array`.
-    """
-    try:
-        return nib.as_closest_canonical(img)
-    except MemoryError:
-        raise LasegError(f"{path or 'image'} {tuple(img.shape)} is too large for this machine's memory") from None
-    except nib.orientations.OrientationError as e:
-        raise LasegError(f"{path or 'image'}: its affine gives no orientation ({e})") from None
-    except Exception as e:  # EOFError, zlib.error, OSError, ValueError ... while reading the voxels
-        raise LasegError(f"{path or 'image'} could not be read: truncated or corrupt "
-                         f"({type(e).__name__})") from None
 
 
 def available_memory() -> int | None:
@@ -360,12 +341,8 @@ def load_case(root: str | os.PathLike | None, case_id: str) -> Case:
     img, lab = to_ras(img, img_path), to_ras(lab, lab_path)
     image = read_array(img, img_path)
     label = read_array(lab, lab_path, dtype=None)  # the file's own type (uint8 in MSD): no float copy
-    if label.dtype.kind in "biu":
-        binary = label.size == 0 or (label.min() >= 0 and label.max() <= 1)
-    else:
-        binary = not ((label != 0) & (label != 1)).any()
-    if not binary:
-        bad = [v for v in np.unique(label).tolist() if v not in (0, 1)][:5]
+    bad = non_binary_values(label)
+    if bad:
         raise LasegError(f"{case_id}: label values {bad} outside {{0, 1}}")
     return Case(case_id, image, label.astype(np.uint8), spacing_of(img), img.affine.copy())
 
@@ -404,6 +381,17 @@ def image_hash(image: np.ndarray) -> str:
     for plane in a:
         h.update(np.ascontiguousarray(plane, dtype=np.float32).data)
     return h.hexdigest()
+
+
+def non_binary_values(mask: np.ndarray, limit: int = 5) -> list:
+    """Up to ``limit`` distinct values of ``mask`` outside {0, 1}, smallest first (empty: a binary
+    mask). An integer array is checked by its minimum and maximum alone, without sorting it."""
+    a = np.asarray(mask)
+    if a.dtype.kind in "biu":
+        binary = a.size == 0 or (a.min() >= 0 and a.max() <= 1)
+    else:
+        binary = not ((a != 0) & (a != 1)).any()
+    return [] if binary else [v for v in np.unique(a).tolist() if v not in (0, 1)][:limit]
 
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float], nib.Nifti1Image]:
@@ -448,15 +436,32 @@ def load_mask(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, 
     arr = read_array(img, path)
     if not np.isfinite(arr).all():
         raise LasegError(f"{path} has NaN or infinite voxels")
-    values = np.unique(arr)
-    if not np.isin(values, (0, 1)).all():
-        bad = [v for v in values.tolist() if v not in (0, 1)][:5]
+    bad = non_binary_values(arr)
+    if bad:
         raise LasegError(f"{path} is not a binary mask: values {bad} outside {{0, 1}}")
     return arr.astype(np.uint8), spacing_of(img), img.affine.copy()
 
 
-def download(*args, **kwargs) -> Path:
-    """Download and verify the full MSD Task02_Heart; see :func:`lasegtut.download.download`."""
-    from .download import download as _download
+def same_grid(shape_a: tuple[int, ...], affine_a: np.ndarray, shape_b: tuple[int, ...], affine_b: np.ndarray) -> bool:
+    """True when two volumes lie on one voxel grid: the same shape (voxels) and affines that agree
+    within 0.001 (mm)."""
+    return tuple(shape_a) == tuple(shape_b) and bool(np.allclose(affine_a, affine_b, atol=1e-3))
 
-    return _download(*args, **kwargs)
+
+def load_mask_pair(pred_path: str | os.PathLike, label_path: str | os.PathLike
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+    """A predicted mask and its label (:func:`load_mask` each), checked to lie on one grid.
+
+    Returns:
+        ``(pred, label, pred spacing, label spacing)``: uint8 arrays ``(x, y, z)`` in RAS, mm.
+
+    Raises:
+        LasegError: as :func:`load_mask`, or the two are on different grids.
+    """
+    pred, sp_p, aff_p = load_mask(pred_path)
+    label, sp_l, aff_l = load_mask(label_path)
+    if not same_grid(pred.shape, aff_p, label.shape, aff_l):
+        raise LasegError(f"{pred_path} and {label_path} are on different grids "
+                         f"(shapes {pred.shape} vs {label.shape}); resample one onto the other first")
+    return pred, label, sp_p, sp_l
+

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import BUNDLED_SAMPLE, case_paths, resolve_data_dir
 from .errors import LasegError
+from .evaluation import evaluate_cases
+from .inference import load_model, resolve_device
+from .orientation import array_slice, plane_name, slice_aspect, slice_letters
+from .preprocess import atomic_write
+from .safeio import check_output_file, make_output_dir
+from .volume import volume_error_pct
 
 
 def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike,
@@ -25,10 +32,9 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import FIG_DPI, array_slice, overlay, plane_name, slice_aspect, slice_letters
+    from .plots import FIG_DPI, la_center, overlay  # after the backend is chosen: plots imports pyplot
 
-    ref = label if label.any() else pred
-    centre = [int(round(c)) for c in np.argwhere(ref).mean(0)] if ref.any() else [s // 2 for s in image.shape]
+    centre = la_center(label if label.any() else pred, image.shape)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), dpi=FIG_DPI)
     for ax, axis in zip(axes, (2, 1, 0)):
         k = centre[axis]
@@ -38,8 +44,6 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, pred: np.ndarray, pat
     fig.suptitle(title + "   orange: expert label, teal dashed: model", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    from .preprocess import atomic_write
-
     try:  # under a temporary name, then renamed: never a truncated PNG under the final name
         atomic_write(path, lambda f: fig.savefig(f, format="png"))
     finally:
@@ -60,11 +64,6 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
 
     import nibabel as nib
 
-    from .data import BUNDLED_SAMPLE, case_paths, resolve_data_dir
-    from .evaluation import evaluate_cases
-    from .inference import load_model, resolve_device
-    from .safeio import check_output_file, make_output_dir
-
     dev = resolve_device(device)
     model, info = load_model(weights, device=dev)
     root = resolve_data_dir(data or BUNDLED_SAMPLE)
@@ -79,8 +78,6 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
     m = evaluate_cases(root, [case_id], model, info, keep_masks=True, keep_images=True,
                        device=dev)[0]
     pred, seconds = m["pred"], m["seconds"]
-    from .preprocess import atomic_write
-
     # written under a temporary name, then renamed: never a truncated mask under the final name
     mask_img = nib.Nifti1Image(pred.astype(np.uint8), m["affine"])
     try:
@@ -89,7 +86,7 @@ def run_demo(case_id: str = "la_014", out: str | os.PathLike = "outputs/demo",
                                title=f"{case_id}: Dice {m['dice']:.3f}")
     except OSError as e:
         raise LasegError(f"could not write into {out} ({e.strerror or type(e).__name__})") from None
-    err = 100 * (m["volume_pred_ml"] - m["volume_label_ml"]) / m["volume_label_ml"]
+    err = volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])
     print(f"case {case_id} (bundled validation case, never seen in training), segmented in {seconds:.1f} s")
     print(f"Dice {m['dice']:.3f}   IoU {m['iou']:.3f}   HD95 {m['hd95_mm']:.1f} mm   ASSD {m['assd_mm']:.2f} mm")
     print(f"left-atrium volume: predicted {m['volume_pred_ml']:.1f} mL, expert label "

@@ -61,6 +61,7 @@ from urllib.request import Request, url2pathname, urlopen
 from tqdm.auto import tqdm
 
 from .errors import LasegError
+from .paths import DATA_DIR_VAR
 
 #: Official archive, from ``DecathlonDataset.resource["Task02_Heart"]`` in MONAI's
 #: ``monai/apps/datasets.py`` (MONAI 1.6). The EU copy is the ``msd-for-monai-eu`` bucket
@@ -77,8 +78,6 @@ TASK_DIR = "Task02_Heart"
 ARCHIVE_NAME = "Task02_Heart.tar"
 PART_NAME = ARCHIVE_NAME + ".part"
 TMP_PREFIX = f".{TASK_DIR}.extracting-"
-#: Same variable as ``lasegtut.data.ENV_VAR`` (not imported: data.py re-exports this module).
-ENV_VAR = "LASEG_DATA_DIR"
 
 CHUNK_BYTES = 1 << 20        # read/write/hash in 1 MiB pieces
 TIMEOUT_S = 30.0             # seconds without any data before a connection counts as dead
@@ -127,7 +126,7 @@ def resolve_dest(dest: str | os.PathLike | None = None) -> Path:
     data is not nested as ``Task02_Heart/Task02_Heart``.
     """
     if dest is None or str(dest) == "":
-        dest = os.environ.get(ENV_VAR) or default_dest()
+        dest = os.environ.get(DATA_DIR_VAR) or default_dest()
     path = Path(dest).expanduser()
     return path.parent if path.name == TASK_DIR else path
 

@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from . import sandbox
+from .assignments import default_source_dir
 from .errors import LasegError
 from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook)
 from .kernel_run import CellResult, RunLimits, RunReport, run_cells
@@ -331,9 +333,6 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
     only these (default: every teacher notebook that at least one student submitted). ``jobs``
     notebooks run at once. Nothing is written before every submission has been graded.
     """
-    from . import sandbox
-    from .assignments import default_source_dir
-
     t0 = time.monotonic()
     limits = limits or RunLimits()
     if jobs < 1:

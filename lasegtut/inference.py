@@ -29,23 +29,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import MSD_SPACING
+from .data import load_image, load_nifti
 from .errors import LasegError
+from .geometry import Geometry
 from .model import UNet, UNetConfig
-from .preprocess import (DEFAULT_BORDER, context_indices, paste_window, preprocess_window, resample, reslice,
-                         unreslice, window_origin)
+from .orientation import from_ras
+from .paths import SHIPPED_WEIGHTS
+from .preprocess import (atomic_write, context_indices, paste_window, preprocess_window, resample, reslice, unreslice,
+                         window_origin)
+from .safeio import check_output_file
+from .volume import volume_ml
+from .weightsfile import ModelInfo, load_weights
 
-#: The model shipped inside the package (see ``lasegtut/weights/MODEL_CARD.md``).
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "la_unet_cpu.pt"
-#: In-plane size (voxels) of the MSD scans, on which a weights file's ``border`` was measured.
-MSD_SIZE = 320
 #: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
 #: labels) outside this range are reported as implausible rather than measured.
 PLAUSIBLE_ML = (10.0, 400.0)
 
 
-#: A model as :func:`load_model` returns it, or several of them to average.
-Members = Sequence[tuple[UNet, dict]]
+#: Models as :func:`load_model` returns them, to average (a :class:`~lasegtut.geometry.Geometry`
+#: may stand for the info).
+Members = Sequence[tuple[UNet, ModelInfo | Geometry]]
+
+
+def geometry_of(info: ModelInfo | Geometry) -> Geometry:
+    """The input geometry of a model's ``info`` (a Geometry is its own)."""
+    return info if isinstance(info, Geometry) else info.geometry
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -65,121 +73,42 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def load_models(weights: Sequence[str | os.PathLike] | None = None,
-                device: str | torch.device = "cpu") -> list[tuple[UNet, dict]]:
+                device: str | torch.device = "cpu") -> list[tuple[UNet, ModelInfo]]:
     """:func:`load_model` for each file of ``weights`` (None or empty: the shipped model), e.g.
     the same recipe trained on slices across each of the three axes (``benchmarks/gpu_train.py``).
     :func:`predict_volume` averages their probabilities, so they must share the in-plane crop."""
     members = [load_model(w, device=device) for w in (weights or [None])]
-    borders = {info["border"] for _, info in members}
+    borders = {info.geometry.border for _, info in members}
     if len(borders) > 1:
         raise LasegError(f"the models crop the scans differently (borders {sorted(borders)} voxels); "
                          "only models trained on the same crop can be averaged")
     return members
 
 
-def load_model(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
-    """Load a U-Net from exported weights (``model.pt``) or a Lightning checkpoint (``.ckpt``).
+def load_model(weights: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> tuple[UNet, ModelInfo]:
+    """Load a U-Net from exported weights (``model.pt``) or a Lightning checkpoint (``.ckpt``);
+    None: the shipped model (:data:`SHIPPED_WEIGHTS`).
 
-    Both are read with ``torch.load(weights_only=True)`` (:func:`lasegtut.safeio.load_torch_file`):
-    only tensors and plain Python data. A file that pickles anything else (which could run code
-    when loaded) is refused, whatever its name; checkpoints written by ``lasegtut train`` hold
-    nothing else. Every field is checked before a network is built.
+    Both are read with ``torch.load(weights_only=True)`` and every field is checked before a
+    network is built (:func:`lasegtut.weightsfile.load_weights`).
 
     Returns:
-        ``(model in eval mode, info)`` where info holds ``input_size`` (pixels), ``border``
-        (crop, voxels), ``context`` and ``context_stride`` (2.5D neighbour slices per side and
-        their spacing in slices; 0 for a plain 2D model), ``slice_axis`` (the array axis of the
-        ``(x, y, z)`` scan its slices cut across), ``spacing_mm`` (the voxel size it was trained
-        at; the MSD's for files that do not say) and ``meta``.
+        ``(model in eval mode on device, info)``: ``info.geometry`` is the model's input
+        :class:`~lasegtut.geometry.Geometry` (input size in pixels, crop in voxels, 2.5D context
+        in slices, the array axis of ``(x, y, z)`` its slices cut across, the voxel size in mm it
+        was trained at) and ``info.meta`` how it was trained.
 
     Raises:
         LasegError: missing or unreadable file, a pickled object other than weights, not a
             lasegtut model, or a field that is missing or malformed.
     """
-    from .safeio import load_torch_file
-
     path = Path(weights) if weights else SHIPPED_WEIGHTS
     if not path.is_file():
         hint = "" if weights else " (the shipped model is missing: reinstall lasegtut)"
         raise LasegError(f"weights file {path} does not exist{hint}")
-    config, state, info = _parse_weights(load_torch_file(path), path)
-    with torch.device("meta"):  # the network's shapes, without allocating it (a crafted config may be huge)
-        expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != expected:
-        raise LasegError(f"{path}: the weights do not match the network they describe")
-    model = UNet(config)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, ValueError):
-        raise LasegError(f"{path}: the weights do not match the network they describe") from None
-    return model.eval().to(resolve_device(device)), info
-
-
-def _parse_weights(obj: object, path: Path) -> tuple[UNetConfig, dict, dict]:
-    """``(config, state_dict, info)`` from what :func:`load_model` read; LasegError naming the first
-    missing or malformed field (sizes in pixels, crop in voxels, axes 0-2)."""
-    def bad(field: str, why: str) -> LasegError:
-        return LasegError(f"{path} is a damaged lasegtut model: {field} {why}")
-
-    def whole(field: str, value: object, lo: int, hi: int) -> int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise bad(field, f"must be a whole number from {lo} to {hi}, not {value!r}"[:200])
-        return value
-
-    if isinstance(obj, dict) and obj.get("format") == "lasegtut-unet-v1":
-        geometry, raw_config, raw_state, meta = obj, obj.get("config"), obj.get("state_dict"), obj.get("meta", {})
-        for field in ("input_size", "border"):
-            if field not in obj:
-                raise bad(field, "is missing")
-        size, border = obj["input_size"], obj["border"]
-    elif isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
-        geometry, meta = obj["hyper_parameters"], {}
-        if not isinstance(geometry, dict):
-            raise bad("hyper_parameters", "is not a dict")
-        raw_config, raw_state = geometry.get("model_config"), obj["state_dict"]
-        if isinstance(raw_state, dict):
-            raw_state = {k[len("model."):]: v for k, v in raw_state.items()
-                         if isinstance(k, str) and k.startswith("model.")}
-        size, border = geometry.get("input_size") or 256, geometry.get("border", DEFAULT_BORDER)
-    else:
-        raise LasegError(f"{path} is not a lasegtut model (expected model.pt from `lasegtut train`)")
-    if not isinstance(raw_config, dict):
-        raise bad("config", "is missing or not a dict")
-    widths = raw_config.get("widths")
-    if not isinstance(widths, (list, tuple)) or not 1 <= len(widths) <= 8:
-        raise bad("config.widths", "must be a list of 1 to 8 channel counts")
-    norm = raw_config.get("norm", "batch")
-    if norm not in ("none", "batch", "instance"):
-        raise bad("config.norm", f"must be none, batch or instance, not {norm!r}"[:120])
-    if set(raw_config) - {"widths", "norm", "in_channels", "out_channels"}:
-        raise bad("config", f"has unknown keys {sorted(map(str, raw_config))}"[:200])
-    config = UNetConfig(widths=tuple(whole("config.widths", w, 1, 4096) for w in widths), norm=norm,
-                        in_channels=whole("config.in_channels", raw_config.get("in_channels", 1), 1, 255),
-                        out_channels=whole("config.out_channels", raw_config.get("out_channels", 1), 1, 255))
-    if not isinstance(raw_state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                   for k, v in raw_state.items()):
-        raise bad("state_dict", "is missing or not a dict of tensors")
-    step = 2 ** config.depth
-    info = {"input_size": whole("input_size", size, step, 4096), "border": whole("border", border, 0, 4096),
-            "meta": meta if isinstance(meta, dict) else {}}
-    if info["input_size"] % step:
-        raise bad("input_size", f"{info['input_size']} must be a multiple of {step} for this network")
-    # 2.5D input and slice axis; weights from before they existed are 1-slice models across axis 2
-    info.update(context=whole("context", geometry.get("context", 0), 0, 127),
-                context_stride=whole("context_stride", geometry.get("context_stride", 1), 1, 1024),
-                slice_axis=whole("slice_axis", geometry.get("slice_axis", 2), 0, 2))
-    if config.in_channels != 2 * info["context"] + 1:
-        raise bad("context", f"{info['context']} needs {2 * info['context'] + 1} input channels, "
-                             f"the network has {config.in_channels}")
-    # the voxel size it was trained at; weights from before it was recorded: the MSD's
-    spacing = geometry.get("spacing_mm", MSD_SPACING)
-    if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3
-            and all(isinstance(v, (int, float)) and 0.05 <= v <= 20 for v in spacing)):
-        raise bad("spacing_mm", f"must be three voxel sizes in mm, not {spacing!r}"[:200])
-    info["spacing_mm"] = tuple(float(v) for v in spacing)
-    return config, raw_state, info
+    model, info = load_weights(path)
+    return model.to(resolve_device(device)), info
 
 
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -219,7 +148,7 @@ def predict_slices(slices: np.ndarray, model: UNet, input_size: int | None, *, b
             default: the heart is not mirror-symmetric and the seed augmentation has no flips,
             so a model trained without flips segments mirrored slices badly. Use it for a
             model trained with flip augmentation.
-        context, context_stride: the model's 2.5D input (``info`` of :func:`load_model`): each
+        context, context_stride: the model's 2.5D input (``info.geometry`` of :func:`load_model`): each
             slice is stacked with its neighbours exactly as in training.
         device: where the network runs (:func:`resolve_device`; ``"auto"``: a CUDA GPU if
             there is one); the model may live anywhere, a copy of it is moved there.
@@ -268,9 +197,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(np.uint8)
 
 
-def window_size(info: dict) -> int:
+def window_size(info: ModelInfo | Geometry) -> int:
     """In-plane size (voxels, at the training spacing) of the window a model was trained on."""
-    return MSD_SIZE - 2 * int(info["border"])
+    return geometry_of(info).window_size
 
 
 def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, members: Members, *,
@@ -279,12 +208,12 @@ def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, 
     stack = preprocess_window(work, origin, size)  # (z, x', y')
     prob = np.zeros(stack.shape, dtype=np.float32)
     for net, inf in members:
-        axis = inf.get("slice_axis", 2)
-        full_res = int(inf["input_size"]) == size
-        p = predict_slices(reslice(stack, axis), net, None if full_res else int(inf["input_size"]),
-                           batch_size=batch_size, tta=tta, context=inf.get("context", 0),
-                           context_stride=inf.get("context_stride", 1), device=device)
-        prob += unreslice(p, axis, work.shape[2])
+        g = geometry_of(inf)
+        full_res = g.input_size == size
+        p = predict_slices(reslice(stack, g.slice_axis), net, None if full_res else g.input_size,
+                           batch_size=batch_size, tta=tta, context=g.context,
+                           context_stride=g.context_stride, device=device)
+        prob += unreslice(p, g.slice_axis, work.shape[2])
     prob /= len(members)
     return np.moveaxis(prob, 0, 2)
 
@@ -314,8 +243,9 @@ def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 
     from scipy import ndimage
 
     net, inf = members[0]
-    axis = inf.get("slice_axis", 2)
-    full_res = int(inf["input_size"]) == size
+    g = geometry_of(inf)
+    axis = g.slice_axis
+    full_res = g.input_size == size
 
     def starts(n: int) -> list[int]:
         if n <= size:
@@ -330,8 +260,8 @@ def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 
             except LasegError:  # a tile of constant padding: nothing to find there
                 continue
             idx = list(range(every // 2, len(sl), every))
-            p = predict_slices(sl, net, None if full_res else int(inf["input_size"]), batch_size=batch_size,
-                               context=inf.get("context", 0), context_stride=inf.get("context_stride", 1),
+            p = predict_slices(sl, net, None if full_res else g.input_size, batch_size=batch_size,
+                               context=g.context, context_stride=g.context_stride,
                                device=device, indices=idx) >= 0.5
             counts = np.zeros((size, size), dtype=np.float32)  # (x', y') of the window
             if axis == 2:
@@ -350,20 +280,22 @@ def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 
     return float(cx), float(cy)
 
 
-def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info: dict | None = None, *,
+def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
+                   info: ModelInfo | Geometry | None = None, *,
                    spacing: tuple[float, float, float] | None = None, tta: bool = False,
                    largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
                    locate: bool = True) -> np.ndarray:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
 
-    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model); or
-    ``model`` is a list of ``(model, info)`` pairs (:func:`load_models`) whose probabilities
-    are averaged, e.g. models that slice the scan across different axes.
+    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model; ``info`` may
+    also be a bare :class:`~lasegtut.geometry.Geometry`); or ``model`` is a list of ``(model,
+    info)`` pairs (:func:`load_models`) whose probabilities are averaged, e.g. models that slice
+    the scan across different axes.
 
     Any scan is brought to the model's own geometry and back:
 
     1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
-       trained at (``info["spacing_mm"]``) by more than 1%: the scan is resampled to it
+       trained at (``info.geometry.spacing_mm``) by more than 1%: the scan is resampled to it
        (trilinear), and the probabilities are resampled back to the scan's grid at the end;
     2. the model's in-plane window (:func:`window_size`: 160 x 160 voxels for the shipped model,
        200 mm) is centred on the field of view, where cardiac scans put the heart, and stuck out
@@ -385,11 +317,10 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info:
         members = [(model, info)]
     if image.ndim != 3:
         raise LasegError(f"a 3D volume is needed, got shape {image.shape}")
-    first = members[0][1]
-    size = window_size(first)
-    target = tuple(first.get("spacing_mm") or MSD_SPACING)
+    first = geometry_of(members[0][1])
+    size, target = first.window_size, first.spacing_mm
     for _, inf in members[1:]:
-        if window_size(inf) != size or tuple(inf.get("spacing_mm") or MSD_SPACING) != target:
+        if geometry_of(inf).window_size != size or geometry_of(inf).spacing_mm != target:
             raise LasegError("only models trained on the same crop and spacing can be averaged")
     rescale = spacing is not None and any(abs(s / t - 1) > 0.01 for s, t in zip(spacing, target))
     work = resample(image, spacing, target) if rescale else image
@@ -412,20 +343,10 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None, info:
     return paste_window(mask, image.shape, origin)
 
 
-def _to_original_orientation(mask_ras: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
-    """Undo ``as_closest_canonical``: RAS array -> array on the original file's voxel grid."""
-    orig_ornt = nib.orientations.io_orientation(original.affine)
-    ras_ornt = nib.orientations.axcodes2ornt(("R", "A", "S"))
-    transform = nib.orientations.ornt_transform(ras_ornt, orig_ornt)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(mask_ras, transform))
-
-
 def _check_output(output: Path, force: bool, inputs: Sequence[str | os.PathLike | None] = ()) -> None:
     """Before any work: ``output`` ends in .nii.gz or .nii, is none of ``inputs`` (the scan and the
     weights, also through links or another spelling), exists only with ``force``, and its folder
     accepts a new file (see :func:`lasegtut.safeio.check_output_file`)."""
-    from .safeio import check_output_file
-
     check_output_file(output, force=force, inputs=inputs, suffixes=(".nii.gz", ".nii"))
 
 
@@ -434,8 +355,6 @@ def _save_mask(img: nib.Nifti1Image, output: Path) -> None:
     name that is renamed at the end: never a half-written mask under its final name, and no
     temporary left behind on any failure (a full disk) or on Ctrl-C / SIGTERM."""
     import gzip
-
-    from .preprocess import atomic_write
 
     raw = img.to_bytes()
     data = gzip.compress(raw, compresslevel=6) if output.name.endswith(".gz") else raw
@@ -450,7 +369,7 @@ def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os
     orientation, with its affine and header, as uint8, through :func:`_save_mask` (atomic, no
     temporary left on any failure)."""
     output = Path(output)
-    mask = _to_original_orientation(mask_ras, original)
+    mask = from_ras(mask_ras, original)
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
     header["scl_slope"], header["scl_inter"] = 1, 0
@@ -478,9 +397,6 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     Raises:
         LasegError: bad input, or no atrium found (an empty answer is never written as a result).
     """
-    from .data import load_image, load_nifti
-    from .volume import volume_ml
-
     t0 = time.perf_counter()
     output = Path(output)
     paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
@@ -494,7 +410,7 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
     write_mask(mask_ras, original, output)
-    mask = _to_original_orientation(mask_ras, original)
+    mask = from_ras(mask_ras, original)
     ml = volume_ml(mask, spacing)
     lo, hi = PLAUSIBLE_ML
     status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "

@@ -207,7 +207,9 @@ class _Kernel:
         self.poller.unregister(self.client.iopub_channel.socket)
         self.client.iopub_channel.close()
         self.client._iopub_channel = None  # the property makes a new, connected channel
-        self.poller.register(self.client.iopub_channel.socket, __import__("zmq").POLLIN)
+        import zmq  # as in __init__: only a running kernel needs it
+
+        self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
         try:
             self.wait_ready()
         except LasegError:

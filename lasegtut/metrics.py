@@ -58,9 +58,12 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import LasegError
+from .volume import check_spacing, volume_ml
 
 #: Keys returned by :func:`evaluate_masks`.
 METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm")
+#: Keys returned by :func:`score_masks`: the metrics and both volumes (mL).
+SCORE_KEYS = METRIC_KEYS + ("volume_pred_ml", "volume_label_ml")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -79,19 +82,6 @@ def _check_pair(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.nda
     return p, lab
 
 
-def _check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
-    """Validate a voxel size in mm: one positive finite number per array axis."""
-    try:
-        sp = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise LasegError(f"spacing must be a sequence of {ndim} voxel sizes in mm, got {spacing!r}") from None
-    if len(sp) != ndim:
-        raise LasegError(f"spacing {sp} has {len(sp)} values but the mask has {ndim} axes")
-    if not all(np.isfinite(s) and s > 0 for s in sp):
-        raise LasegError(f"spacing {sp} must be positive and finite (mm)")
-    return sp
-
-
 # ----------------------------------------------------------------------------- overlap
 def dice(pred: np.ndarray, label: np.ndarray) -> float:
     """Dice similarity coefficient ``2|P & L| / (|P| + |L|)`` (unitless, 0..1).
@@ -102,10 +92,16 @@ def dice(pred: np.ndarray, label: np.ndarray) -> float:
         LasegError: the shapes differ.
     """
     p, lab = _check_pair(pred, label)
-    total = int(np.count_nonzero(p)) + int(np.count_nonzero(lab))
-    if total == 0:
+    n_p, n_l = int(np.count_nonzero(p)), int(np.count_nonzero(lab))
+    if n_p + n_l == 0:
         return 1.0
-    return 2.0 * int(np.count_nonzero(p & lab)) / total
+    return _dice_of_counts(int(np.count_nonzero(p & lab)), n_p, n_l)
+
+
+def _dice_of_counts(inter, n_pred, n_label):
+    """Dice ``2 |P & L| / (|P| + |L|)`` from voxel counts (numbers or arrays of them); the caller
+    handles ``|P| + |L| = 0``."""
+    return 2.0 * inter / (n_pred + n_label)
 
 
 def iou(pred: np.ndarray, label: np.ndarray) -> float:
@@ -135,20 +131,28 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return m ^ ndimage.binary_erosion(m)
 
 
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices (voxels, one per axis) of the smallest box that holds every non-zero voxel of
+    ``mask``, grown by ``margin`` voxels and clipped to the array; None for an empty mask."""
+    m = _as_bool(mask)
+    slices = []
+    for axis in range(m.ndim):
+        other = tuple(a for a in range(m.ndim) if a != axis)
+        nz = np.flatnonzero(m.any(axis=other))
+        if nz.size == 0:
+            return None
+        slices.append(slice(max(int(nz[0]) - margin, 0), min(int(nz[-1]) + 1 + margin, m.shape[axis])))
+    return tuple(slices)
+
+
 def joint_bbox(pred: np.ndarray, label: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
     """Slices of the bounding box of ``pred | label``, grown by ``margin`` voxels (clipped to the array).
 
     Returns a slice per axis (in voxels); for two empty masks, the whole array.
     """
     p, lab = _check_pair(pred, label)
-    slices = []
-    for axis in range(p.ndim):
-        other = tuple(a for a in range(p.ndim) if a != axis)
-        nz = np.flatnonzero(p.any(axis=other) | lab.any(axis=other))
-        if nz.size == 0:
-            return tuple(slice(None) for _ in range(p.ndim))
-        slices.append(slice(max(int(nz[0]) - margin, 0), min(int(nz[-1]) + 1 + margin, p.shape[axis])))
-    return tuple(slices)
+    box = bounding_box(p | lab, margin)
+    return tuple(slice(None) for _ in range(p.ndim)) if box is None else box
 
 
 def _directed(src_surface: np.ndarray, dst_surface: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
@@ -177,7 +181,7 @@ def surface_distances(pred: np.ndarray, label: np.ndarray,
         LasegError: the shapes differ or the spacing is invalid.
     """
     p, lab = _check_pair(pred, label)
-    sp = _check_spacing(spacing, p.ndim)
+    sp = check_spacing(spacing, p.ndim)
     box = joint_bbox(p, lab, margin=1)
     sp_p, sp_l = surface_voxels(p[box]), surface_voxels(lab[box])
     has_p, has_l = bool(sp_p.any()), bool(sp_l.any())
@@ -197,6 +201,29 @@ def _empty_case(p: np.ndarray, lab: np.ndarray) -> float | None:
     return None
 
 
+def _distance_sets(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]
+                   ) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """``(special, d(P -> L), d(L -> P))`` for the surface-distance metrics, after checking the
+    shapes and the spacing: ``special`` is the answer for empty masks (0.0 both empty, inf one
+    empty; the distance arrays are then empty) or None."""
+    p, lab = _check_pair(pred, label)
+    sp = check_spacing(spacing, p.ndim)
+    special = _empty_case(p, lab)
+    if special is not None:
+        return special, np.empty(0), np.empty(0)
+    return None, *surface_distances(p, lab, sp)
+
+
+def _hd_of(d_pl: np.ndarray, d_lp: np.ndarray, percentile: float = 95.0) -> float:
+    """The larger of the two directed ``percentile``-th distances (mm)."""
+    return float(max(np.percentile(d_pl, percentile), np.percentile(d_lp, percentile)))
+
+
+def _assd_of(d_pl: np.ndarray, d_lp: np.ndarray) -> float:
+    """The mean of both directed distance sets pooled (mm)."""
+    return float(np.concatenate([d_pl, d_lp]).mean())
+
+
 def hd95(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], percentile: float = 95.0) -> float:
     """95th-percentile symmetric Hausdorff distance in mm.
 
@@ -209,13 +236,8 @@ def hd95(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], percenti
     """
     if not 0 <= percentile <= 100:
         raise LasegError(f"percentile must be in 0..100, got {percentile}")
-    p, lab = _check_pair(pred, label)
-    special = _empty_case(p, lab)
-    if special is not None:
-        _check_spacing(spacing, p.ndim)
-        return special
-    d_pl, d_lp = surface_distances(p, lab, spacing)
-    return float(max(np.percentile(d_pl, percentile), np.percentile(d_lp, percentile)))
+    special, d_pl, d_lp = _distance_sets(pred, label, spacing)
+    return special if special is not None else _hd_of(d_pl, d_lp, percentile)
 
 
 def assd(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> float:
@@ -228,13 +250,8 @@ def assd(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> float
     Raises:
         LasegError: the shapes differ or the spacing is invalid.
     """
-    p, lab = _check_pair(pred, label)
-    special = _empty_case(p, lab)
-    if special is not None:
-        _check_spacing(spacing, p.ndim)
-        return special
-    d_pl, d_lp = surface_distances(p, lab, spacing)
-    return float(np.concatenate([d_pl, d_lp]).mean())
+    special, d_pl, d_lp = _distance_sets(pred, label, spacing)
+    return special if special is not None else _assd_of(d_pl, d_lp)
 
 
 # ----------------------------------------------------------------------------- all at once
@@ -254,17 +271,81 @@ def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]
         LasegError: the shapes differ or the spacing is invalid.
     """
     p, lab = _check_pair(pred, label)
-    sp = _check_spacing(spacing, p.ndim)
+    check_spacing(spacing, p.ndim)
     # Everything outside the joint bounding box is background in both masks: it adds nothing
     # to the overlap counts and holds no surface voxel, so work on the (much smaller) box only.
     box = joint_bbox(p, lab, margin=1)
     p, lab = p[box], lab[box]
-    out = {"dice": dice(p, lab), "iou": iou(p, lab)}
-    special = _empty_case(p, lab)
-    if special is not None:
-        out.update(hd95_mm=special, assd_mm=special)
-        return out
-    d_pl, d_lp = surface_distances(p, lab, sp)  # computed once for both distance metrics
-    out["hd95_mm"] = float(max(np.percentile(d_pl, 95), np.percentile(d_lp, 95)))
-    out["assd_mm"] = float(np.concatenate([d_pl, d_lp]).mean())
+    special, d_pl, d_lp = _distance_sets(p, lab, spacing)  # computed once for both distance metrics
+    return {"dice": dice(p, lab), "iou": iou(p, lab),
+            "hd95_mm": special if special is not None else _hd_of(d_pl, d_lp),
+            "assd_mm": special if special is not None else _assd_of(d_pl, d_lp)}
+
+
+def score_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], *,
+                pred_spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """Score a predicted mask against its label: what every evaluation reports (:data:`SCORE_KEYS`).
+
+    Args:
+        pred, label: masks ``(x, y, z)`` on the same grid, non-zero = left atrium.
+        spacing: the label's voxel size in mm ``(sx, sy, sz)``, used for the distances.
+        pred_spacing: the prediction's voxel size for its volume (default: ``spacing``), as its
+            own file states it.
+
+    Returns:
+        :func:`evaluate_masks` plus ``volume_pred_ml`` and ``volume_label_ml``
+        (:func:`lasegtut.volume.volume_ml`), python floats.
+    """
+    out = evaluate_masks(pred, label, spacing)
+    out["volume_pred_ml"] = volume_ml(pred, spacing if pred_spacing is None else pred_spacing)
+    out["volume_label_ml"] = volume_ml(label, spacing)
     return out
+
+
+# ----------------------------------------------------------------------------- slice by slice
+def per_slice_dice(pred: np.ndarray, label: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Dice of every slice across array ``axis`` (default 2: the files' own slices of an
+    ``(x, y, z)`` volume).
+
+    Returns:
+        float array with one value per slice; NaN where the *label* slice is empty (there is no
+        atrium to find: Dice would be 1 for an empty prediction and 0 for a single stray voxel,
+        which says nothing about how well the atrium is outlined).
+
+    Raises:
+        LasegError: the shapes differ.
+    """
+    p, lab = np.asarray(pred) != 0, np.asarray(label) != 0
+    if p.shape != lab.shape:
+        raise LasegError(f"prediction shape {p.shape} differs from label shape {lab.shape}")
+    other = tuple(a for a in range(p.ndim) if a != axis)
+    inter = np.count_nonzero(p & lab, axis=other).astype(float)
+    n_p = np.count_nonzero(p, axis=other).astype(float)
+    n_l = np.count_nonzero(lab, axis=other).astype(float)
+    out = np.full(n_l.shape, np.nan)
+    has = n_l > 0
+    out[has] = _dice_of_counts(inter[has], n_p[has], n_l[has])
+    return out
+
+
+def best_worst_slices(pred: np.ndarray, label: np.ndarray, *, min_label_voxels: int = 200,
+                      axis: int = 2) -> tuple[int, int]:
+    """Indices of the slices (along ``axis``) with the highest and the lowest Dice.
+
+    Only slices whose label holds at least ``min_label_voxels`` voxels compete, so the tiny
+    first and last slices of the atrium (where one voxel changes the Dice a lot) do not win.
+    Falls back to every slice with any label if none is that large.
+
+    Raises:
+        LasegError: the label is empty.
+    """
+    d = per_slice_dice(pred, label, axis)
+    other = tuple(a for a in range(np.ndim(label)) if a != axis)
+    area = np.count_nonzero(np.asarray(label) != 0, axis=other)
+    ok = area >= min_label_voxels
+    if not ok.any():
+        ok = area > 0
+    if not ok.any():
+        raise LasegError("the label is empty: no slice to rank")
+    idx = np.flatnonzero(ok)
+    return int(idx[np.argmax(d[idx])]), int(idx[np.argmin(d[idx])])

@@ -11,7 +11,7 @@ batch/instance normalisation give networks that train on a laptop CPU.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch

@@ -32,8 +32,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .data import VALIDATION_CASES, case_paths, list_cases, resolve_data_dir
 from .errors import LasegError
-from .preprocess import CACHE_VERSION, atomic_write, load_index, save_npy_atomic, write_json_atomic
+from .preprocess import (CACHE_VERSION, atomic_write, load_index, save_npy_atomic, write_cache,
+                         write_json_atomic)
+from .safeio import check_output_file
 
 PACK_FORMAT = "lasegtut-pack-v1"
 #: The crop a pack holds by default: the 160 x 160 voxels the shipped model's geometry uses.
@@ -87,10 +90,6 @@ def write_pack(data: str | os.PathLike | None, out: str | os.PathLike, *,
         bits: grey levels of the stored images, as bits (1..8).
         force: replace an existing ``out``.
     """
-    from .data import VALIDATION_CASES, case_paths, list_cases, resolve_data_dir
-    from .preprocess import write_cache
-    from .safeio import check_output_file
-
     quantise(np.zeros(1), bits)  # validates bits before any work
     root = resolve_data_dir(data)
     ids = list(cases) if cases else [c for c in list_cases(root) if c not in VALIDATION_CASES]

@@ -2,16 +2,13 @@
 
 Conventions: volumes are ``(x, y, z)`` arrays as :func:`lasegtut.data.load_case` returns them,
 spacing in mm in the same order. Functions that cut a volume are named by **array axis**, not
-by anatomical plane, because which plane an array axis holds depends on the scan:
-:func:`array_slice` takes the 2D slice across one array axis (axis 2: the files' own slices)
-and lays it out like the slices the model sees (:data:`SCREEN_AXES`, the layout of
-:func:`lasegtut.preprocess.reslice`). Anatomical words come from the scan's true axis
-directions (``axcodes``; default :data:`lasegtut.data.MSD_HEART_AXCODES`, read from the anatomy
-of the MSD heart scans): :func:`slice_letters` gives the letters (S/I, A/P, R/L) at the edges of
-a slice and :func:`plane_name` its plane, so in these scans the files' slices are labelled
-sagittal and the shipped model's slices (across axis 0) coronal. Every helper that shows a slice
-of a scan writes those letters on it; pass ``axcodes=None`` for a scan whose directions are
-unknown.
+by anatomical plane, because which plane an array axis holds depends on the scan. How a slice
+across an array axis is laid out on screen and what it is in the patient (``array_slice``,
+``slice_aspect``, ``slice_letters``, ``plane_name``, ``axis_direction``, ``axcodes`` with the
+default ``MSD_HEART_AXCODES``) is decided in :mod:`lasegtut.orientation`; the figures here use
+it, so in the MSD heart scans the files' slices are labelled sagittal and the shipped model's
+slices (across axis 0) coronal. Every helper that shows a slice of a scan writes orientation
+letters on it; pass ``axcodes=None`` for a scan whose directions are unknown.
 
 Every function takes plain arrays and returns matplotlib objects, so notebooks stay short and
 figures look the same everywhere. Figures are drawn at :data:`FIG_DPI` with image panels of at
@@ -25,71 +22,16 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .data import MSD_HEART_AXCODES
+from .metrics import bounding_box
+from .orientation import (MSD_HEART_AXCODES, array_slice, axis_direction, check_axis, plane_name, slice_aspect,
+                          slice_letters)
+from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
 PRED_COLOR = "#17bebb"  # prediction
 #: Resolution of the course's figures (dots per inch): sharp on a laptop screen, light in a notebook.
 FIG_DPI = 120
-#: Slices across each array axis, as shown on screen: (the array axis that runs left -> right,
-#: the one that runs bottom -> top). The same layout as the slices of
-#: :func:`lasegtut.preprocess.reslice` shown with :func:`show_xy`, so a slice of a volume and the
-#: network's input look alike.
-SCREEN_AXES = {2: (0, 1), 0: (2, 1), 1: (2, 0)}
-_OPPOSITE = dict(zip("RLAPSI", "LRPAIS"))
-_SIDE = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
-_PLANE = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
-
-
 # ============================================================ shared basics
-def _check_axis(axis: int) -> int:
-    if axis not in SCREEN_AXES:
-        raise ValueError(f"axis must be 0, 1 or 2, not {axis!r}")
-    return int(axis)
-
-
-def array_slice(volume: np.ndarray, index: int, axis: int = 2) -> np.ndarray:
-    """The 2D slice ``index`` across array ``axis`` of an ``(x, y, z)`` volume, laid out for
-    ``imshow``: the first axis of :data:`SCREEN_AXES` ``[axis]`` runs left to right, the second
-    bottom to top. ``axis=2`` gives the files' own slices (``volume[:, :, index]``, x to the right,
-    y up)."""
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    return np.flipud(np.transpose(volume, (rows, cols, axis))[:, :, int(index)])
-
-
-def slice_aspect(axis: int, spacing: Sequence[float] | None) -> float:
-    """Height / width of one displayed pixel of :func:`array_slice` (``axis``) in mm."""
-    if spacing is None:
-        return 1.0
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    return float(spacing[rows]) / float(spacing[cols])
-
-
-def slice_letters(axis: int = 2, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> tuple[str, str, str, str]:
-    """The patient directions (top, bottom, left, right) at the edges of a slice across array
-    ``axis`` shown like :func:`array_slice` or :func:`show_xy`, for a scan whose array axes point
-    towards ``axcodes`` (one of R/L, A/P, S/I per axis). For the MSD heart scans the files' slices
-    (axis 2) give ``("S", "I", "P", "A")``: head up, the back on the left."""
-    cols, rows = SCREEN_AXES[_check_axis(axis)]
-    right, up = str(axcodes[cols]).upper(), str(axcodes[rows]).upper()
-    return up, _OPPOSITE[up], _OPPOSITE[right], right
-
-
-def plane_name(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
-    """The anatomical plane (``"sagittal"``, ``"coronal"`` or ``"axial"``) of the slices across
-    array ``axis`` of a scan whose axes point towards ``axcodes``: in the MSD heart scans axis 2
-    (the files' slices) is sagittal, axis 0 coronal and axis 1 axial."""
-    return _PLANE[str(axcodes[_check_axis(axis)]).upper()]
-
-
-def axis_direction(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
-    """Which way array ``axis`` runs in the patient, e.g. ``"patient's left -> right"`` for axis 2
-    of the MSD heart scans."""
-    to = str(axcodes[_check_axis(axis)]).upper()
-    a, b = _SIDE[_OPPOSITE[to]], _SIDE[to]
-    return f"patient's {a} -> {b}" if to in "RL" else f"{a} -> {b}"
-
-
 def draw_letters(ax: plt.Axes, letters: Sequence[str], color: str = "yellow", size: float = 9) -> None:
     """Write four direction letters (top, bottom, left, right) just inside the edges of ``ax``."""
     top, bottom, left, right = letters
@@ -159,7 +101,7 @@ def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.
     """
     from celluloid import Camera
 
-    _check_axis(axis)
+    check_axis(axis)
     fig, ax = plt.subplots(figsize=(size, size + 0.35), dpi=dpi)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.1)
     if label is not None or pred is not None:
@@ -223,7 +165,7 @@ def la_area_profile(labels: dict[str, np.ndarray], spacings: dict[str, Sequence[
     """Left-atrium cross-section area (cm^2) of every 2D slice across array ``axis`` (default 2: the
     files' own slices), one line per case, against the slice position in mm from the first slice."""
     fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
-    other = tuple(a for a in range(3) if a != _check_axis(axis))
+    other = tuple(a for a in range(3) if a != check_axis(axis))
     for name, lab in labels.items():
         sp = spacings[name]
         area = (lab > 0).sum(axis=other) * sp[other[0]] * sp[other[1]] / 100.0
@@ -247,7 +189,7 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
     ``axcodes``; ``spacing`` (mm) keeps the proportions true."""
     diff = (label_a > 0) != (label_b > 0)
     if k is None:
-        k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != _check_axis(axis)))))
+        k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != check_axis(axis)))))
     lo, hi = display_range(image)
     img = np.clip(array_slice(image, k, axis), lo, hi)
     aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
@@ -336,7 +278,7 @@ def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], 
     fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.35), dpi=dpi, squeeze=False)
     lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
     letters = _letters(axis, axcodes)
-    titles = list(titles) if titles is not None else [f"{'xyz'[_check_axis(axis)]} = {k}" for k in ks]
+    titles = list(titles) if titles is not None else [f"{'xyz'[check_axis(axis)]} = {k}" for k in ks]
     for ax, k, t in zip(axes[0], ks, titles):
         show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, letters=letters)
     fig.tight_layout()
@@ -405,11 +347,10 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
     ``wrong_mask``: optionally, a mask augmented with other random parameters (the bug to avoid).
     The view is zoomed on the masks (``margin`` pixels around them)."""
     union = (mask_image > 0.5) | (mask > 0) | (wrong_mask > 0 if wrong_mask is not None else False)
-    if union.any():
-        (x0, y0), (x1, y1) = np.argwhere(union).min(0) - margin, np.argwhere(union).max(0) + margin + 1
-        x0, y0 = max(int(x0), 0), max(int(y0), 0)
-        mask_image, mask = mask_image[x0:x1, y0:y1], mask[x0:x1, y0:y1]
-        wrong_mask = None if wrong_mask is None else wrong_mask[x0:x1, y0:y1]
+    box = bounding_box(union, margin)
+    if box is not None:
+        mask_image, mask = mask_image[box], mask[box]
+        wrong_mask = None if wrong_mask is None else wrong_mask[box]
     panels = [(mask, "augmented mask on\naugmented mask-image")]
     if wrong_mask is not None:
         panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
@@ -426,17 +367,13 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
 
 
 # ============================================================ notebooks 05-07
-def training_curves(metrics, *, dpi: int = FIG_DPI) -> plt.Figure:
-    """Loss and validation Dice of a training run, from Lightning's CSV log.
-
-    ``metrics``: the path of ``out/logs/version_0/metrics.csv`` or the dict returned by
-    :func:`lasegtut.evaluation.read_metrics_csv`. Left: training loss per logged step (thin) and
-    per epoch, validation loss per epoch, against the training step. Right: validation Dice
-    (3D, per case, averaged) against the epoch (0 = first).
+def training_curves(cols: dict[str, np.ndarray], *, dpi: int = FIG_DPI) -> plt.Figure:
+    """Loss and validation Dice of a training run, from the columns of its CSV log
+    (:func:`lasegtut.training.read_metrics_csv`: one float array per metric, NaN where it was not
+    logged). Left: training loss per logged step (thin) and per epoch, validation loss per epoch,
+    against the training step. Right: validation Dice (3D, per case, averaged) against the epoch
+    (0 = first).
     """
-    from .evaluation import read_metrics_csv
-
-    cols = metrics if isinstance(metrics, dict) else read_metrics_csv(metrics)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.0), dpi=dpi)
     for key, style, name in (("train_loss_step", dict(lw=0.8, alpha=0.6, color="0.5"), "train loss (step)"),
                              ("train_loss_epoch", dict(marker="o", color="C0"), "train loss (epoch)"),
@@ -530,14 +467,10 @@ def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: S
     volume side by side, label outlined (orange) and prediction dashed (teal), orientation letters
     from ``axcodes`` on every panel. ``zoom`` crops every panel to the in-plane bounding box of
     label | prediction over the whole volume, plus ``margin`` voxels."""
-    _check_axis(axis)
+    check_axis(axis)
     if zoom and (np.any(label) or np.any(pred)):
-        both = (np.asarray(label) != 0) | (np.asarray(pred) != 0)
-        box = [slice(None)] * 3
-        for a in range(3):
-            if a != axis:
-                idx = np.flatnonzero(both.any(axis=tuple(b for b in range(3) if b != a)))
-                box[a] = slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + 1 + margin)
+        box = list(bounding_box((np.asarray(label) != 0) | (np.asarray(pred) != 0), margin))
+        box[axis] = slice(None)  # in-plane only: every slice keeps its index
         image, label, pred = image[tuple(box)], label[tuple(box)], pred[tuple(box)]
     fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.4), dpi=dpi, squeeze=False)
     aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
@@ -574,7 +507,7 @@ def score_bars(ax: plt.Axes, names: Sequence[str], values: Sequence[float], *, r
 def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | None = None, *,
                      label: str | None = None, color: str = "C0", axis: int = 2,
                      axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> plt.Axes:
-    """Per-slice Dice (from :func:`lasegtut.evaluation.per_slice_dice` along array ``axis``) against
+    """Per-slice Dice (from :func:`lasegtut.metrics.per_slice_dice` along array ``axis``) against
     the slice index (NaN slices, without atrium, are gaps); ``marks`` such as
     ``{"best": 52, "worst": 31}`` are drawn as small labelled triangles on the curve. Call it once
     per case (``label``, ``color``) to compare cases in one axes. The x label names the array axis
@@ -588,7 +521,7 @@ def slice_dice_curve(ax: plt.Axes, dices: np.ndarray, marks: dict[str, int] | No
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_ylim(-0.06, 1.1)
     where = "" if axcodes is None else f": {plane_name(axis, axcodes)} sections, {axis_direction(axis, axcodes)}"
-    ax.set_xlabel(f"slice {'xyz'[_check_axis(axis)]} across array axis {axis}{where}", fontsize=9)
+    ax.set_xlabel(f"slice {'xyz'[check_axis(axis)]} across array axis {axis}{where}", fontsize=9)
     ax.set_ylabel("Dice of the slice")
     ax.grid(alpha=0.3)
     return ax
@@ -635,9 +568,7 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
                  *, units: str = "mL") -> plt.Axes:
     """Bland-Altman plot of two methods: the difference ``a - b`` against the mean of each pair,
     with the mean difference (bias) and the 95 % limits of agreement (bias +/- 1.96 SD of the
-    differences; see :func:`lasegtut.evaluation.bland_altman_stats`)."""
-    from .evaluation import bland_altman_stats
-
+    differences; see :func:`lasegtut.volume.bland_altman_stats`)."""
     s = bland_altman_stats(a, b)
     ax.scatter(s["means"], s["diffs"], color="C0", zorder=3)
     for n, name in enumerate(names or []):
@@ -660,21 +591,6 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
 
 
 # ============================================================ 3D surfaces
-def anatomical_vertices(vertices: np.ndarray, axcodes: Sequence[str] | None = None) -> np.ndarray:
-    """Vertices (mm, ``(n, 3)``) whose axes point along ``axcodes`` (e.g.
-    :data:`lasegtut.anatomy.MSD_HEART_AXCODES`), permuted and flipped to true RAS (right, anterior,
-    superior). ``None``: already RAS (the array frame as the header states it); returned as is."""
-    if axcodes is None:
-        return np.asarray(vertices, dtype=float)
-    from nibabel.orientations import axcodes2ornt, ornt_transform
-
-    out = np.empty_like(np.asarray(vertices, dtype=float))
-    transform = ornt_transform(axcodes2ornt(tuple(axcodes)), axcodes2ornt(("R", "A", "S")))
-    for old_axis, (new_axis, flip) in enumerate(transform):
-        out[:, int(new_axis)] = vertices[:, old_axis] * flip
-    return out
-
-
 def camera_direction(elev: float, azim: float) -> np.ndarray:
     """Unit vector from the scene towards matplotlib's 3D camera at ``elev``, ``azim`` degrees."""
     e, a = np.radians(elev), np.radians(azim)
@@ -728,7 +644,7 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
                    elev: float = 0.0, azim: float = -90.0, vlim: float = 5.0, size: float = 3.2,
                    dpi: int = 80, view: str | None = None):
     """Surfaces side by side, same scale and viewpoint: one panel per ``(title, vertices, faces,
-    colour)``, vertices in mm in RAS (see :func:`anatomical_vertices`). ``colour`` is a colour
+    colour)``, vertices in mm in RAS (see :func:`lasegtut.orientation.anatomical_vertices`). ``colour`` is a colour
     name (``None``: the label colour) or per-vertex signed distances in mm, drawn on a red-blue
     scale from ``-vlim`` to ``+vlim`` with a colour bar (red: outside the reference surface, blue:
     inside it). Default view: from behind (posterior), superior up, the patient's right on the

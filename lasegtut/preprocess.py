@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import case_paths, image_hash, list_cases, load_case, resolve_data_dir
 from .errors import LasegError
+from .safeio import make_output_dir
 
 DEFAULT_BORDER = 32
 CACHE_VERSION = 1
@@ -247,8 +249,6 @@ class CacheSummary:
 
 
 def _cache_key(root: Path, case_id: str, border: int, dtype: str) -> dict:
-    from .data import case_paths
-
     img, lab = case_paths(root, case_id)
     st_i, st_l = img.stat(), lab.stat()
     return {"image": str(img.resolve()), "image_size": st_i.st_size, "image_mtime": int(st_i.st_mtime),
@@ -272,9 +272,6 @@ def write_cache(data: str | os.PathLike | None, out: str | os.PathLike = "cache"
         dtype: ``"float16"`` (half the disk, ample for [0, 1] images) or ``"float32"``.
     """
     from tqdm.auto import tqdm
-
-    from .data import list_cases, load_case, resolve_data_dir, image_hash
-    from .safeio import make_output_dir
 
     if dtype not in ("float16", "float32"):
         raise LasegError(f"dtype must be float16 or float32, not {dtype}")

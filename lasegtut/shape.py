@@ -76,7 +76,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LasegError
-from .volume import _check_spacing
+from .preprocess import atomic_write
+from .safeio import check_output_file
+from .volume import check_spacing
 
 #: Gaussian smoothing before marching cubes, in voxels of the finest axis (see the module docstring).
 SMOOTHING = 0.8
@@ -97,7 +99,7 @@ def check_mask(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, 
     m = np.asarray(mask)
     if m.ndim != 3:
         raise LasegError(f"a 3D mask is needed, got an array of shape {m.shape}")
-    sp = _check_spacing(spacing, 3)
+    sp = check_spacing(spacing, 3)
     if m.dtype != bool:
         if m.dtype.kind == "f" and not np.isfinite(m).all():
             raise LasegError("the mask has NaN or infinite values")
@@ -223,7 +225,7 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *, smoothing: float
     m = np.asarray(mask) != 0
     if m.ndim != 3:
         raise LasegError(f"a 3D mask is needed, got an array of shape {m.shape}")
-    sp = _check_spacing(spacing, 3)
+    sp = check_spacing(spacing, 3)
     if not m.any():
         raise LasegError("the mask is empty: no foreground voxel, so no surface")
     sigma = _sigma_voxels(sp, smoothing) if smoothing > 0 else (0.0, 0.0, 0.0)
@@ -465,8 +467,6 @@ def check_mesh_path(path: str | os.PathLike, force: bool = False,
     """Check an output mesh path before any work: ``.stl`` or ``.ply``, not a folder, none of
     ``inputs``, no existing file unless ``force``, and a folder that accepts a new file (see
     :func:`lasegtut.safeio.check_output_file`). Raises :class:`LasegError` otherwise; returns the path."""
-    from .safeio import check_output_file
-
     p = Path(path)
     if p.suffix.lower() not in MESH_SUFFIXES:
         raise LasegError(f"mesh file {p} must end in .stl or .ply")
@@ -492,8 +492,6 @@ def write_mesh(path: str | os.PathLike, mesh: SurfaceMesh, affine: np.ndarray, *
     ras = mesh_to_world(mesh, a)
     lps = ras * np.array([-1.0, -1.0, 1.0])
     faces = mesh.faces if np.linalg.det(a[:3, :3]) > 0 else mesh.faces[:, ::-1]  # a mirrored affine
-    from .preprocess import atomic_write
-
     writer = _write_stl if suffix == ".stl" else _write_ply
     try:  # a temporary of a unique name, removed on any failure, Ctrl-C and SIGTERM included
         atomic_write(p, lambda f: writer(f, lps, faces))

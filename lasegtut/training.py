@@ -4,25 +4,25 @@ One function, :func:`train`, runs the whole recipe: cache the data set, split it
 build the model from a *profile*, fit with checkpoints and logs, and export the best weights
 as a small ``model.pt`` that :mod:`lasegtut.inference` loads.
 
-Profiles (see :data:`PROFILES`):
+Profiles (:data:`PROFILES` holds every number; ``print(PROFILES["cpu"])`` shows them, and the
+shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
 
-- ``ci``: a tiny network on 64 x 64 slices for a few batches: proves the mechanics in a
-  minute on any CPU; the Dice it reaches means nothing.
-- ``cpu``: the recipe of the shipped model: a 1.96 M-parameter U-Net with batch norm on the
-  central 160 x 160 voxels at full resolution (``border=80``: 200 mm, which holds the atrium of
-  every MSD scan with 25 mm or more to spare), in slices across array axis 0 (one per x, z
-  padded to 160: coronal sections of the MSD heart scans, ``slice_axis=0``), given as 2.5D
-  input (each slice with the slices 2 and 4 away on both sides as 5 channels), the seed
-  augmentation plus a random gamma, Dice + BCE, Adam (lr 1e-3) with a cosine schedule over 22
-  epochs. About 50 minutes on a 2-core laptop.
-- ``gpu``: the ``cpu`` recipe's network and input geometry (so the shipped model runs in the same
-  time on a laptop), trained as a GPU allows: 400 epochs instead of 22, batches of 64 (lr 2e-3), bf16
-  mixed precision (fp16 where the GPU has no bf16) and channels-last, the training slices kept on
-  the GPU and augmented there (:class:`lasegtut.dataset.DeviceSlices`,
-  :func:`lasegtut.augment.augment_batch`), validation every 10 epochs only to watch, and the
-  *last* epoch's weights exported (no epoch chosen by looking at the validation cases, as
-  nnU-Net does). ``train(max_minutes=...)`` shortens the run to a time budget. Several GPUs
-  are used through Lightning's own strategies (``devices="auto"``: DDP for several).
+- ``ci``: a tiny network on small slices for a few batches: proves the mechanics in a minute on
+  any CPU; the Dice it reaches means nothing.
+- ``cpu``: the recipe of the shipped model: a U-Net with batch norm on a tight in-plane window at
+  full resolution (its ``border``, which holds the atrium of every MSD scan with room to spare),
+  in slices across array axis 0 (coronal sections of the MSD heart scans, ``slice_axis=0``), given
+  as 2.5D input (each slice with ``context`` neighbours per side as extra channels), the seed
+  augmentation plus a random gamma, Dice + BCE, Adam with a cosine schedule; under an hour on a
+  2-core laptop.
+- ``gpu``: the ``cpu`` recipe's network and input geometry (so its model runs in the same time on
+  a laptop), trained as a GPU allows: many more epochs, larger batches, bf16 mixed precision
+  (fp16 where the GPU has no bf16) and channels-last, the training slices kept on the GPU and
+  augmented there (:class:`lasegtut.dataset.DeviceSlices`, :func:`lasegtut.augment.augment_batch`),
+  validation only every ``val_every`` epochs to watch, and the *last* epoch's weights exported (no
+  epoch chosen by looking at the validation cases, as nnU-Net does). ``train(max_minutes=...)``
+  shortens the run to a time budget. Several GPUs are used through Lightning's own strategies
+  (``devices="auto"``: DDP for several).
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
@@ -31,29 +31,34 @@ with overlay images),
 """
 from __future__ import annotations
 
+import csv
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from . import __version__
 from .augment import AugmentConfig
-from .data import MSD_SPACING, VALIDATION_CASES, list_cases, resolve_data_dir
+from .data import MSD_SIZE, VALIDATION_CASES, list_cases, resolve_data_dir
+from .dataset import LADataModule
 from .errors import LasegError
+from .geometry import SLICING_FIELDS, Geometry
 from .losses import DiceBCELoss
+from .inference import load_model
 from .model import UNet, UNetConfig
+from .pack import unpack
 from .preprocess import DEFAULT_BORDER, load_index, write_cache, write_json_atomic
-from .safeio import make_output_dir
+from .safeio import load_torch_file, make_output_dir
 from .split import split_cases
+from .weightsfile import export_weights, parse_weights
 
-if TYPE_CHECKING:
-    from .dataset import LADataModule
-
-WEIGHTS_FORMAT = "lasegtut-unet-v1"
+#: The input geometry a :class:`LitSegmenter` gets for any field it is not given.
+_DEFAULT_GEOMETRY = Geometry()
 
 
 @dataclass(frozen=True)
@@ -104,25 +109,23 @@ class Profile:
     @property
     def input_size(self) -> int:
         """Slice size the network sees, pixels: ``size``, or the crop of a 320 x 320 MSD scan."""
-        return self.size or 320 - 2 * self.border
+        return self.size or MSD_SIZE - 2 * self.border
 
     def model_config(self) -> UNetConfig:
         """The network this profile trains (``2 * context + 1`` input channels)."""
         return UNetConfig(widths=self.widths, norm=self.norm, in_channels=2 * self.context + 1)  # type: ignore[arg-type]
 
-    def geometry(self) -> dict[str, int]:
-        """How a scan is turned into network input: the keys of ``load_model``'s info that a
-        model trained with this profile must match (pixels, voxels, slices, array axis)."""
-        return {"input_size": self.input_size, "border": self.border, "context": self.context,
-                "context_stride": self.context_stride, "slice_axis": self.slice_axis}
+    def geometry(self) -> Geometry:
+        """How a scan is turned into network input for a model trained with this profile. Its
+        ``spacing_mm`` is the MSD's: :func:`train` replaces it with its training cases' mean."""
+        return Geometry(input_size=self.input_size, border=self.border, context=self.context,
+                        context_stride=self.context_stride, slice_axis=self.slice_axis)
 
 
 def datamodule(prof: Profile, cache: str | os.PathLike, train_cases: Sequence[str],
-               val_cases: Sequence[str]) -> "LADataModule":
+               val_cases: Sequence[str]) -> LADataModule:
     """The :class:`lasegtut.dataset.LADataModule` a profile trains on (one place, so that
     training and the speed benchmark feed the network the same slices)."""
-    from .dataset import LADataModule
-
     return LADataModule(cache, train_cases, val_cases, batch_size=prof.batch_size,
                         num_workers=prof.num_workers, size=prof.size, augment=prof.augment,
                         empty_fraction=prof.empty_fraction, seed=prof.seed, context=prof.context,
@@ -162,15 +165,24 @@ class LitSegmenter(pl.LightningModule):
     """
 
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
-                 bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = 128,
-                 context: int = 0, context_stride: int = 1, border: int = DEFAULT_BORDER,
-                 slice_axis: int = 2, spacing_mm: Sequence[float] = MSD_SPACING) -> None:
+                 bce_weight: float = 0.5, n_overlays: int = 4, input_size: int = _DEFAULT_GEOMETRY.input_size,
+                 context: int = _DEFAULT_GEOMETRY.context, context_stride: int = _DEFAULT_GEOMETRY.context_stride,
+                 border: int = _DEFAULT_GEOMETRY.border, slice_axis: int = _DEFAULT_GEOMETRY.slice_axis,
+                 spacing_mm: Sequence[float] = _DEFAULT_GEOMETRY.spacing_mm) -> None:
+        """The geometry fields (``input_size`` ... ``spacing_mm``, see :class:`Geometry`) are
+        separate hyper-parameters so that a checkpoint stores them as plain numbers; build them
+        with ``**geometry.to_dict()`` and read them back with :attr:`geometry`."""
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(UNetConfig.from_dict(model_config) if model_config else UNetConfig())
         self.loss_fn = DiceBCELoss(bce_weight=bce_weight)
         self._counts: dict[int, np.ndarray] = {}
         self._overlays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    @property
+    def geometry(self) -> Geometry:
+        """The input geometry this module trains (from its hyper-parameters)."""
+        return Geometry.from_dict(self.hparams)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -262,40 +274,6 @@ def choose_split(cache: str | os.PathLike) -> tuple[list[str], list[str]]:
     if len(ids) < 2:
         raise LasegError("at least two cases are needed to train and validate")
     return split_cases(ids, hashes, val_fraction=1 / 3, seed=0)
-
-
-def export_weights(module: LitSegmenter, path: str | os.PathLike, *, size: int | None,
-                   border: int | None = None, meta: dict | None = None, dtype: str = "float32") -> Path:
-    """Save the model as a plain dict of tensors and numbers (``torch.load(weights_only=True)``).
-
-    ``border``: the in-plane crop (voxels per side) the model was trained on; default: the one
-    in the module's hyper-parameters. ``dtype="float16"`` stores the floating-point tensors at
-    half the size (they are turned back into float32 when loaded).
-    """
-    path = Path(path)
-    border = module.hparams.get("border", DEFAULT_BORDER) if border is None else border
-    half = {"float32": False, "float16": True}.get(dtype)
-    if half is None:
-        raise LasegError(f"weights dtype must be float32 or float16, not {dtype}")
-    state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    payload = {
-        "format": WEIGHTS_FORMAT,
-        "config": module.model.config.to_dict(),
-        "input_size": int(size or module.hparams.input_size),
-        "border": int(border),
-        "context": int(module.hparams.get("context", 0)),
-        "context_stride": int(module.hparams.get("context_stride", 1)),
-        "slice_axis": int(module.hparams.get("slice_axis", 2)),
-        "spacing_mm": [float(v) for v in module.hparams.get("spacing_mm", MSD_SPACING)],
-        "state_dict": state,
-        "meta": meta or {},
-    }
-    from .preprocess import atomic_write
-
-    atomic_write(path, lambda f: torch.save(payload, f))
-    return path
 
 
 def available_cpus() -> int:
@@ -404,8 +382,6 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         load_index(cache)
     make_output_dir(out)
     if pack is not None:
-        from .pack import unpack
-
         unpack(pack, cache)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
@@ -421,7 +397,7 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     cached = load_index(cache)["cases"]
     spacing = [round(float(np.mean([cached[c]["spacing_mm"][i] for c in train_cases])), 4) for i in range(3)]
     module = LitSegmenter(model_config, lr=prof.lr, epochs=prof.epochs, bce_weight=prof.bce_weight,
-                          spacing_mm=spacing, **prof.geometry())
+                          **prof.geometry().with_spacing(spacing).to_dict())
     if start is not None:
         module.model.load_state_dict(start.state_dict())
     if prof.channels_last:
@@ -460,10 +436,32 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
             "last_val_dice_train_res": float(last_dice) if last_dice is not None else -1.0,
             "train_seconds": round(seconds, 1), "train_slices": len(dm.train_set),
             "precision": trainer.precision, "device": _device_name(prof.accelerator),
-            "lasegtut_version": __import__("lasegtut").__version__, "torch_version": str(torch.__version__)}
-    weights = export_weights(module.float().to(memory_format=torch.contiguous_format), out / "model.pt",
-                             size=prof.size, meta=meta)
+            "lasegtut_version": __version__, "torch_version": str(torch.__version__)}
+    module = module.float().to(memory_format=torch.contiguous_format)
+    weights = export_weights(module.model, module.geometry, out / "model.pt", meta=meta)
     return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases)
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the CSV log a run writes (``out/logs/version_0/metrics.csv``, Lightning's ``CSVLogger``)
+    into columns.
+
+    Lightning writes one row per logging event with blanks for the metrics not logged then;
+    blanks become NaN. Returns ``{column: float array}``, all of the same length (the rows),
+    e.g. ``epoch``, ``step``, ``train_loss_step``, ``train_loss_epoch``, ``val_loss``, ``val_dice``.
+    Select the rows of one metric with ``~np.isnan(cols["val_dice"])``.
+
+    Raises:
+        LasegError: the file is missing or empty.
+    """
+    if not os.path.isfile(path):
+        raise LasegError(f"training log {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        raise LasegError(f"training log {path} holds no rows")
+    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in records])
+            for k in records[0]}
 
 
 def _device_name(accelerator: str) -> str:
@@ -477,12 +475,11 @@ def _device_name(accelerator: str) -> str:
 def _load_init(init: str | os.PathLike, prof: Profile) -> UNet:
     """The network of ``init`` (:func:`lasegtut.inference.load_model`: ``weights_only`` loading),
     checked to have the shape and input geometry ``prof`` trains; LasegError otherwise."""
-    from .inference import load_model
-
     start, info = load_model(init)
-    if start.config != prof.model_config() or {k: info[k] for k in prof.geometry()} != prof.geometry():
-        raise LasegError(f"{init} holds a {list(start.config.widths)} network at {info['input_size']} px "
-                         f"with {start.config.in_channels} input channels (slices across axis {info['slice_axis']}); the {prof.name} profile trains "
+    theirs = info.geometry
+    if start.config != prof.model_config() or not theirs.same_slicing(prof.geometry()):
+        raise LasegError(f"{init} holds a {list(start.config.widths)} network at {theirs.input_size} px "
+                         f"with {start.config.in_channels} input channels (slices across axis {theirs.slice_axis}); the {prof.name} profile trains "
                          f"{list(prof.widths)} at {prof.input_size} px with {2 * prof.context + 1} (axis {prof.slice_axis})")
     return start
 
@@ -491,8 +488,6 @@ def _check_resume(last: Path, model_config: dict, prof: Profile) -> None:
     """Before any work: ``last`` (a run's ``last.ckpt``) must be a readable checkpoint (loaded with
     ``weights_only=True``) of the network and input geometry ``prof`` trains, else LasegError with
     the way out (``--no-resume`` or another ``--out``)."""
-    from .safeio import load_torch_file
-
     hint = f"use --no-resume to start afresh in {last.parent.parent} (its checkpoints are replaced) or another --out"
     try:
         ckpt = load_torch_file(last, "checkpoint")
@@ -501,8 +496,8 @@ def _check_resume(last: Path, model_config: dict, prof: Profile) -> None:
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise LasegError(f"cannot resume: {last} is not a lasegtut training checkpoint; {hint}")
-    theirs = {"model": hp.get("model_config"), **{k: hp.get(k) for k in prof.geometry()}}
-    ours = {"model": model_config, **prof.geometry()}
+    theirs = {"model": hp.get("model_config"), **{k: hp.get(k) for k in SLICING_FIELDS}}
+    ours = {"model": model_config, **prof.geometry().slicing()}
     if theirs != ours:
         cfg = hp.get("model_config") if isinstance(hp.get("model_config"), dict) else {}
         raise LasegError(f"cannot resume: {last} was trained with another recipe (widths {cfg.get('widths')} "
@@ -517,18 +512,15 @@ def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, me
     Python objects (it could run code) is refused with a LasegError, as is one that is not a
     lasegtut training checkpoint.
     """
-    from .inference import _parse_weights
-    from .safeio import load_torch_file
-
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise LasegError(f"checkpoint {ckpt} does not exist")
     obj = load_torch_file(ckpt, "checkpoint")
     if not (isinstance(obj, dict) and "hyper_parameters" in obj):
         raise LasegError(f"{ckpt} is not a Lightning checkpoint of `lasegtut train`")
-    _parse_weights(obj, ckpt)  # every field checked before Lightning builds the module
+    parse_weights(obj, ckpt)  # every field checked before Lightning builds the module
     try:
         module = LitSegmenter.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except (RuntimeError, TypeError, KeyError, ValueError) as e:
         raise LasegError(f"{ckpt} is not a checkpoint of lasegtut's LitSegmenter ({type(e).__name__})") from None
-    return export_weights(module, path, size=module.hparams.input_size, meta=meta)
+    return export_weights(module.model, module.geometry, path, meta=meta)

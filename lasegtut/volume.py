@@ -55,12 +55,18 @@ LAVI_CUTOFFS = ((34.0, "normal"), (41.0, "mild"), (48.0, "moderate"))
 LAVI_GRADES = ("normal", "mild", "moderate", "severe")
 
 
-def _check_spacing(spacing: Sequence[float], ndim: int | None) -> tuple[float, ...]:
-    """Validate a voxel size in mm: one positive finite number per array axis (any count if ndim is None)."""
+def check_spacing(spacing: Sequence[float], ndim: int | None = None) -> tuple[float, ...]:
+    """A voxel size in mm as floats, checked: one positive finite number per array axis (``ndim``
+    of them; any number if None). Every module that takes a spacing checks it here.
+
+    Raises:
+        LasegError: not numbers, the wrong count, or a size that is not positive and finite.
+    """
     try:
         sp = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
-        raise LasegError(f"spacing must be a sequence of voxel sizes in mm, got {spacing!r}") from None
+        count = "" if ndim is None else f"{ndim} "
+        raise LasegError(f"spacing must be a sequence of {count}voxel sizes in mm, got {spacing!r}") from None
     if ndim is not None and len(sp) != ndim:
         raise LasegError(f"spacing {sp} has {len(sp)} values but the mask has {ndim} axes")
     if not all(math.isfinite(s) and s > 0 for s in sp):
@@ -70,7 +76,7 @@ def _check_spacing(spacing: Sequence[float], ndim: int | None) -> tuple[float, .
 
 def voxel_volume_mm3(spacing: Sequence[float]) -> float:
     """Volume of one voxel in mm^3: the product of the voxel sizes (mm)."""
-    return float(np.prod(_check_spacing(spacing, None)))
+    return float(np.prod(check_spacing(spacing)))
 
 
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
@@ -87,7 +93,7 @@ def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
         LasegError: the spacing does not have one positive value per axis.
     """
     m = np.asarray(mask)
-    sp = _check_spacing(spacing, m.ndim)
+    sp = check_spacing(spacing, m.ndim)
     return int(np.count_nonzero(m)) * float(np.prod(sp)) / 1000.0
 
 
@@ -173,7 +179,7 @@ def sphere_mask(shape: Sequence[int], spacing: Sequence[float], radius_mm: float
     shp = tuple(int(n) for n in shape)
     if not shp or any(n < 1 for n in shp):
         raise LasegError(f"shape {tuple(shape)} must hold positive voxel counts")
-    sp = _check_spacing(spacing, len(shp))
+    sp = check_spacing(spacing, len(shp))
     r = float(radius_mm)
     if not math.isfinite(r) or r <= 0:
         raise LasegError(f"radius must be a positive number of mm, got {radius_mm}")
@@ -190,3 +196,32 @@ def sphere_mask(shape: Sequence[int], spacing: Sequence[float], radius_mm: float
         coord = np.arange(n, dtype=np.float64) * s - ci
         d2 = d2 + (coord ** 2).reshape([-1 if a == axis else 1 for a in range(len(shp))])
     return (d2 <= r * r).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- two methods compared
+def volume_error_pct(pred_ml: float, label_ml: float) -> float:
+    """Volume error of a prediction in % of the label's volume: ``100 (pred - label) / label``
+    (NaN for an empty label: no volume to compare with)."""
+    return 100 * (pred_ml - label_ml) / label_ml if label_ml else float("nan")
+
+
+def bland_altman_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Bland-Altman agreement of two measurement methods on the same subjects.
+
+    Differences are ``a - b`` (e.g. predicted minus true volume, mL). Returns ``mean`` (the
+    mean of each pair), ``bias`` (mean difference), ``sd`` (sample standard deviation of the
+    differences, ddof=1; NaN for one pair) and the 95 % limits of agreement
+    ``loa_low``/``loa_high`` = ``bias -/+ 1.96 sd``; ``means`` and ``diffs`` are the per-pair
+    arrays.
+
+    Raises:
+        LasegError: lengths differ or fewer than one pair.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 1:
+        raise LasegError(f"need two equally long 1D sequences, got shapes {x.shape} and {y.shape}")
+    diffs = x - y
+    bias = float(diffs.mean())
+    sd = float(diffs.std(ddof=1)) if x.size > 1 else float("nan")
+    return {"means": (x + y) / 2, "diffs": diffs, "bias": bias, "sd": sd,
+            "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}

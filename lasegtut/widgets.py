@@ -32,12 +32,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import plots
-
-#: The viewer's choices on stored ``(x, y, z)`` arrays: the array axis each one cuts across
-#: (``"z"``: the files' own slices), shown with :func:`lasegtut.plots.array_slice`.
-SLICE_AXES = {"z": 2, "y": 1, "x": 0}
-
+from . import anatomy, plots
+from .augment import AugmentConfig, Augmenter
+from .orientation import (PLANES, SLICE_AXES, array_slice, fixed_axis, plane_name, slice_aspect, slice_letters,
+                          to_anatomical)
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """Render a matplotlib figure to PNG bytes (Agg, no display needed)."""
@@ -53,22 +51,20 @@ def render_plane(image: np.ndarray, plane: str, index: int, label: np.ndarray | 
     """PNG bytes of one plane of a volume at voxel ``index`` along that plane's fixed axis, with
     label (orange) / prediction (teal) outlines and orientation letters. ``plane`` is ``"z"``,
     ``"y"`` or ``"x"`` (slices across that axis of the stored ``(x, y, z)`` arrays of an MSD heart
-    scan, shown with :func:`lasegtut.plots.array_slice`) or ``"axial"``, ``"coronal"``,
-    ``"sagittal"`` (a true-RAS volume, see :func:`lasegtut.anatomy.to_anatomical`)."""
-    from . import anatomy
-
+    scan, shown with :func:`lasegtut.orientation.array_slice`) or ``"axial"``, ``"coronal"``,
+    ``"sagittal"`` (a true-RAS volume, see :func:`lasegtut.orientation.to_anatomical`)."""
     fig = Figure(figsize=(size, size), dpi=dpi)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
-    if plane in anatomy.PLANES:
+    if plane in PLANES:
         anatomy.draw_plane(ax, image, plane, index, label, pred, spacing, window, title=f"{plane} slice {index}")
     else:
         axis = SLICE_AXES[plane]
         lo, hi = window or plots.display_range(image)
-        plots.overlay(ax, np.clip(plots.array_slice(image, index, axis), lo, hi),
-                      None if label is None else plots.array_slice(label, index, axis),
-                      None if pred is None else plots.array_slice(pred, index, axis),
-                      title=f"{plane} = {index} ({plots.plane_name(axis)})", aspect=plots.slice_aspect(axis, spacing),
-                      letters=plots.slice_letters(axis))
+        plots.overlay(ax, np.clip(array_slice(image, index, axis), lo, hi),
+                      None if label is None else array_slice(label, index, axis),
+                      None if pred is None else array_slice(pred, index, axis),
+                      title=f"{plane} = {index} ({plane_name(axis)})", aspect=slice_aspect(axis, spacing),
+                      letters=slice_letters(axis))
     return figure_png(fig, dpi)
 
 
@@ -81,21 +77,19 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, pred: np.nd
     ``anatomical=False`` (default) browses the stored arrays across each array axis (``z``: the
     files' own slices, sagittal in the MSD heart scans), with orientation letters.
     ``anatomical=True`` first reorients an MSD heart volume to true RAS
-    (:func:`lasegtut.anatomy.to_anatomical`) and offers true axial / coronal / sagittal planes with
+    (:func:`lasegtut.orientation.to_anatomical`) and offers true axial / coronal / sagittal planes with
     direction letters. ``spacing`` (mm) keeps proportions true. Starts on the slice through the
     label's centre. Returns an ``ipywidgets.VBox``.
     """
     import ipywidgets as W
 
-    from . import anatomy
-
     if anatomical:
-        (image, sp), label, pred = anatomy.to_anatomical(image, spacing), *(
-            None if a is None else anatomy.to_anatomical(a)[0] for a in (label, pred))
+        (image, sp), label, pred = to_anatomical(image, spacing), *(
+            None if a is None else to_anatomical(a)[0] for a in (label, pred))
         spacing = sp if spacing is not None else None
         box = anatomy.trim_box(image)
         image, label, pred = image[box], *(None if a is None else a[box] for a in (label, pred))
-        planes, axis_of = anatomy.PLANES, anatomy.fixed_axis
+        planes, axis_of = PLANES, fixed_axis
     else:
         planes, axis_of = tuple(SLICE_AXES), SLICE_AXES.__getitem__
     window = plots.display_range(image)
@@ -130,8 +124,6 @@ def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: 
                      seed: int = 0, n: int = 5, dpi: int = 80) -> bytes:
     """PNG bytes of the original ``(x, y)`` slice and ``n`` augmentations with rotation up to
     +-``rotate`` degrees, zoom in ``1 +- scale`` and elastic alpha up to ``elastic_alpha`` px."""
-    from .augment import AugmentConfig, Augmenter
-
     cfg = AugmentConfig(scale=(1 - scale, 1 + scale), rotate=(-rotate, rotate),
                         elastic_alpha=(0.0, elastic_alpha), elastic=elastic_alpha > 0)
     aug = Augmenter(cfg)
@@ -142,7 +134,7 @@ def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: 
     for ax in axes.ravel():
         ax.set_axis_off()
     lo, hi = plots.display_range(image)
-    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi, letters=plots.slice_letters(2))
+    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi, letters=slice_letters(2))
     for i, ax in enumerate(axes.ravel()[1:n + 1]):
         img, msk = aug(image, mask, seed=seed + i)
         plots.show_xy(ax, img, msk, f"seed {seed + i}", vmin=lo, vmax=hi)

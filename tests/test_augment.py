@@ -117,6 +117,12 @@ def test_gamma_changes_contrast_not_geometry(pair):
     np.testing.assert_allclose(gam, np.clip(plain, 0, 1) ** 1.5, rtol=1e-5, atol=1e-6)
 
 
+def test_the_printed_pipeline_shows_the_gamma_step():
+    names = [type(a).__name__ for a in build_pipeline(AugmentConfig(gamma=(0.7, 1.5)))]
+    assert names == ["Affine", "ElasticTransformation", "RandomGamma"]
+    assert "RandomGamma" in str(build_pipeline(AugmentConfig(gamma=(0.7, 1.5))))
+
+
 def test_elastic_scaled_to_slice_size():
     c = AugmentConfig.for_size(128, gamma=(0.7, 1.5))
     assert c.elastic_alpha == (0.0, 20.0) and c.elastic_sigma == (2.0, 4.0) and c.gamma == (0.7, 1.5)

@@ -5,28 +5,18 @@ import json
 import math
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import BAD_NIFTI_KINDS, SAMPLE, bad_nifti, write_nifti
 from lasegtut.cli import main
 from lasegtut.metrics import evaluate_masks
 from lasegtut.volume import sphere_mask, volume_ml
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_LABEL = REPO / "data" / "sample" / "labelsTr" / "la_009.nii.gz"
+SAMPLE_LABEL = SAMPLE / "labelsTr" / "la_009.nii.gz"
 SPACING = (1.25, 1.25, 1.37)
 SHAPE = (40, 40, 36)
 EVAL_KEYS = {"dice", "iou", "hd95_mm", "assd_mm", "volume_pred_ml", "volume_label_ml"}
-
-
-def write_nifti(path: Path, data: np.ndarray, spacing=SPACING, offset=(0.0, 0.0, 0.0)) -> Path:
-    affine = np.diag([*spacing[:3], 1.0]) if len(spacing) >= 3 else np.eye(4)
-    affine[:3, 3] = offset
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_zooms(tuple(spacing) + (1.0,) * (data.ndim - len(spacing)))
-    nib.save(img, str(path))
-    return path
 
 
 def ball(radius_mm: float, center_mm=None) -> np.ndarray:
@@ -107,49 +97,14 @@ def test_evaluate_refuses_masks_on_different_grids(capsys, tmp_path, label_path,
 
 
 # ----------------------------------------------------------------------------- bad input files
-def _text(tmp_path):
-    p = tmp_path / "notes.nii.gz"
-    p.write_text("this is not a NIfTI file\n")
-    return p
+#: Broken masks (:func:`conftest.bad_nifti` of a ball): every one is one line, exit status 2.
+BAD_INPUTS = [k for k in BAD_NIFTI_KINDS if k != "constant"]
 
 
-def _truncated(tmp_path):
-    raw = SAMPLE_LABEL.read_bytes()
-    p = tmp_path / "truncated.nii.gz"
-    p.write_bytes(raw[: len(raw) // 2])
-    return p
-
-
-def _two_d(tmp_path):
-    return write_nifti(tmp_path / "slice.nii.gz", np.zeros((40, 40), np.uint8), spacing=(1.25, 1.25))
-
-
-def _four_d(tmp_path):
-    return write_nifti(tmp_path / "series.nii.gz", np.zeros(SHAPE + (2,), np.uint8))
-
-
-def _nan(tmp_path):
-    data = ball(15.0).astype(np.float32)
-    data[20, 20, 18] = np.nan
-    return write_nifti(tmp_path / "nan.nii.gz", data)
-
-
-def _missing(tmp_path):
-    return tmp_path / "does_not_exist.nii.gz"
-
-
-def _not_binary(tmp_path):
-    return write_nifti(tmp_path / "labels.nii.gz", ball(15.0) * 3)
-
-
-BAD_INPUTS = {"text": _text, "truncated": _truncated, "2D": _two_d, "4D": _four_d, "NaN": _nan,
-              "missing": _missing, "not binary": _not_binary}
-
-
-@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+@pytest.mark.parametrize("kind", BAD_INPUTS)
 @pytest.mark.parametrize("position", ["pred", "label"])
 def test_evaluate_bad_input_is_one_line_exit_2(capsys, tmp_path, label_path, kind, position):
-    bad = BAD_INPUTS[kind](tmp_path)
+    bad = bad_nifti(tmp_path / f"{kind}.nii.gz", kind, ball(15.0))
     argv = ["evaluate", bad, label_path] if position == "pred" else ["evaluate", label_path, bad]
     rc, out, err = run(capsys, argv)
     assert_one_line_error(rc, err)
@@ -157,9 +112,9 @@ def test_evaluate_bad_input_is_one_line_exit_2(capsys, tmp_path, label_path, kin
     assert not any(line.startswith("{") for line in out)
 
 
-@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+@pytest.mark.parametrize("kind", BAD_INPUTS)
 def test_volume_bad_input_is_one_line_exit_2(capsys, tmp_path, kind):
-    bad = BAD_INPUTS[kind](tmp_path)
+    bad = bad_nifti(tmp_path / f"{kind}.nii.gz", kind, ball(15.0))
     rc, _, err = run(capsys, ["volume", bad, "--json"])
     assert_one_line_error(rc, err)
     assert bad.name in err[0]

@@ -1,7 +1,6 @@
 """The data layer: MSD folders, RAS orientation, data-root resolution and clear errors."""
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, write_nifti
-from lasegtut import data
+from conftest import SAMPLE, bad_nifti, write_nifti
+from lasegtut import data, paths
 from lasegtut.errors import LasegError
 from lasegtut.preprocess import crop
 
@@ -83,11 +82,11 @@ def test_lps_scan_is_brought_to_ras(tmp_path):
 
 
 def test_resolution_order(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(paths.DATA_DIR_VAR, raising=False)
     assert data.resolve_data_dir(None) == data.BUNDLED_SAMPLE
     other = make_msd(tmp_path / "env", {"la_001": (np.random.rand(8, 8, 4).astype(np.float32),
                                                    np.zeros((8, 8, 4), np.uint8))})
-    monkeypatch.setenv(data.ENV_VAR, str(other))
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(other))
     assert data.resolve_data_dir(None) == other
     assert data.resolve_data_dir(SAMPLE) == SAMPLE  # the argument wins
     # what `lasegtut download` leaves: DEST/Task02_Heart/
@@ -154,27 +153,11 @@ def test_clear_errors(tmp_path, problem, message):
 
 @pytest.mark.parametrize("problem,message", [
     ("missing", "does not exist"), ("text", "not a readable NIfTI"), ("truncated", "truncated or corrupt"),
-    ("2d", "2D"), ("4d", "4D"), ("nan", "NaN"), ("constant", "no contrast"),
+    ("2D", "2D"), ("4D", "4D"), ("NaN", "NaN"), ("constant", "no contrast"),
 ])
 def test_load_image_rejects_bad_input(tmp_path, problem, message):
-    p = tmp_path / "scan.nii.gz"
     good = np.random.default_rng(1).random((16, 16, 8)).astype(np.float32)
-    if problem == "text":
-        p.write_text("this is not an image\n")
-    elif problem == "truncated":
-        write_nifti(p, good)
-        raw = p.read_bytes()
-        p.write_bytes(raw[: len(raw) // 2])
-    elif problem == "2d":
-        write_nifti(p, good[:, :, 0])
-    elif problem == "4d":
-        write_nifti(p, np.stack([good, good], -1))
-    elif problem == "nan":
-        bad = good.copy()
-        bad[3, 3, 3] = np.nan
-        write_nifti(p, bad)
-    elif problem == "constant":
-        write_nifti(p, np.ones_like(good))
+    p = bad_nifti(tmp_path / "scan.nii.gz", problem, good)
     with pytest.raises(LasegError, match=message):
         data.load_image(p)
 

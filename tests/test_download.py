@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from lasegtut import paths
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
 
@@ -134,7 +135,7 @@ def _no_proxies_no_env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
-    monkeypatch.delenv(dl.ENV_VAR, raising=False)
+    monkeypatch.delenv(paths.DATA_DIR_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     # Default URLs must never be contacted by a test.
     monkeypatch.setattr(dl, "OFFICIAL_URLS", ("http://127.0.0.1:9/never-used",))
@@ -226,7 +227,7 @@ def test_second_run_makes_no_request(server, archive, dest):
 def test_complete_folder_via_env_var_makes_no_request(server, archive, dest, monkeypatch):
     dl.download(dest=dest, url=server.url, md5=archive[1], progress=False)
     # `lasegtut download` tells users to export LASEG_DATA_DIR=DEST/Task02_Heart
-    monkeypatch.setenv(dl.ENV_VAR, str(dest / "Task02_Heart"))
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(dest / "Task02_Heart"))
     assert dl.download(url=server.url, progress=False) == dest / "Task02_Heart"
     assert len(server.requests) == 1
 
@@ -433,19 +434,21 @@ def test_incomplete_existing_folder_is_never_deleted(server, archive, dest):
 
 def test_default_destination(monkeypatch, tmp_path):
     assert dl.resolve_dest() == tmp_path / "xdg-cache" / "lasegtut"
-    monkeypatch.setenv(dl.ENV_VAR, str(tmp_path / "data"))
+    monkeypatch.setenv(paths.DATA_DIR_VAR, str(tmp_path / "data"))
     assert dl.resolve_dest() == tmp_path / "data"
     assert dl.resolve_dest(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.delenv(dl.ENV_VAR)
+    monkeypatch.delenv(paths.DATA_DIR_VAR)
     assert dl.default_dest() == Path(os.path.expanduser("~")) / ".cache" / "lasegtut"
 
 
 def test_official_constants_match_monai():
     """The hard-coded primary URL and MD5 are MONAI's (read from its source, not imported)."""
-    primary = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task02_Heart.tar"
-    assert REAL_OFFICIAL_URLS[0] == primary
-    assert len(REAL_OFFICIAL_URLS) == 2 and REAL_OFFICIAL_URLS[1].endswith("/Task02_Heart.tar")
+    from urllib.parse import urlparse
+
+    parts = [urlparse(u) for u in REAL_OFFICIAL_URLS]  # mirrors: the archive over https, on different hosts
+    assert all(p.scheme == "https" and p.path.endswith("/Task02_Heart.tar") for p in parts)
+    assert len({p.netloc for p in parts}) == len(parts) >= 2
     spec = importlib.util.find_spec("monai")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("MONAI is not installed")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE
-from lasegtut import data
+from lasegtut import data, paths
 from lasegtut.metrics import evaluate_masks
 
 
 def test_the_crop_is_one_image_with_two_labels(monkeypatch):
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(paths.DATA_DIR_VAR, raising=False)
     a, b, folder = data.duplicate_pair()
     assert folder == data.DUPLICATE_PAIR and (a.case_id, b.case_id) == data.DUPLICATE_CASES
     assert data.image_hash(a.image) == data.image_hash(b.image)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +50,8 @@ def test_on_device_training_exports_the_last_epoch(tmp_path):
     from lasegtut.inference import load_model
 
     _, info = load_model(result.weights)
-    assert info["meta"]["selected"] == "last" and info["meta"]["epochs"] == 2
-    assert info["meta"]["train_slices"] > 0
+    assert info.meta["selected"] == "last" and info.meta["epochs"] == 2
+    assert info.meta["train_slices"] > 0
 
 
 def test_time_budget_shortens_a_run_and_its_schedule(tmp_path):
@@ -82,8 +81,8 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
 
     for axis in (0, 2):
         _, info = load_model(out / f"model_axis{axis}.pt")
-        assert info["slice_axis"] == axis
-        assert info["meta"]["train_cases"] == "la_901,la_902"  # the pack's cases, validated on the bundled ones
+        assert info.geometry.slice_axis == axis
+        assert info.meta["train_cases"] == "la_901,la_902"  # the pack's cases, validated on the bundled ones
 
 
 def test_gpu_script_refuses_without_a_gpu_or_a_pack(tmp_path):

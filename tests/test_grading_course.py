@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import NOTEBOOKS
 from lasegtut.assignments import build_student_notebooks
 from lasegtut.exercises import cell_source, load_teacher_notebooks, match_cells, nbgrader_meta, teacher_notebook
 from lasegtut.grading import grade_class
 from lasegtut.kernel_run import RunLimits
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
 N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 1, "05": 2, "06": 2, "07": 3}
 # Generous limits: the slowest course cell (a short training run in 05) takes ~20 s on a quiet 2-core

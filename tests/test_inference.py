@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import SAMPLE, write_nifti
 from lasegtut.cli import main
 from lasegtut.inference import largest_component, predict_file, predict_volume, load_model
 from lasegtut.data import load_case
+from lasegtut.geometry import Geometry
 from lasegtut.metrics import dice
 
 SCAN = SAMPLE / "imagesTr" / "la_020.nii.gz"
@@ -164,7 +166,7 @@ def test_prediction_comes_back_on_the_scan_grid_for_each_slice_axis(axis):
             return (x[:, x.shape[1] // 2:x.shape[1] // 2 + 1] - 0.5) * 1000
 
     image = load_case(SAMPLE, "la_020").image
-    info = {"input_size": 160, "border": 80, "context": 1, "context_stride": 2, "slice_axis": axis}
+    info = Geometry(input_size=160, border=80, context=1, context_stride=2, slice_axis=axis)
     mask = predict_volume(image, MiddleChannel(), info, largest_cc=False, locate=False)
     expect = uncrop((normalize(crop(image, 80)) > 0.5).astype(np.uint8), image.shape, 80)
     assert mask.shape == image.shape
@@ -186,13 +188,13 @@ def test_several_models_are_averaged_across_their_axes():
             return torch.full((len(x), 1, *x.shape[-2:]), self.value)
 
     image = load_case(SAMPLE, "la_020").image
-    info = lambda axis: {"input_size": 160, "border": 80, "context": 0, "context_stride": 1, "slice_axis": axis}  # noqa: E731
+    info = lambda axis: Geometry(input_size=160, border=80, context=0, context_stride=1, slice_axis=axis)  # noqa: E731
     yes, no = (Const(1000.0), info(0)), (Const(-1000.0), info(2))
     both = predict_volume(image, [yes, no], largest_cc=False, locate=False)
     assert both[80:-80, 80:-80].all() and not both[:80].any()  # the crop, and nothing outside it
     assert not predict_volume(image, [yes, no, (Const(-1000.0), info(1))], largest_cc=False, locate=False).any()
     with pytest.raises(Exception, match="same crop"):
-        predict_volume(image, [yes, (Const(1.0), dict(info(1), border=32))])
+        predict_volume(image, [yes, (Const(1.0), replace(info(1), border=32))])
 
 
 def test_device_choice(tmp_path, capsys):

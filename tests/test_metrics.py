@@ -3,24 +3,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import MSD_SPACING, SAMPLE
 from lasegtut.data import load_mask
 from lasegtut.errors import LasegError
-from lasegtut.metrics import (assd, dice, evaluate_masks, hd95, iou, joint_bbox, surface_distances,
-                              surface_voxels)
+from lasegtut.metrics import (SCORE_KEYS, assd, best_worst_slices, dice, evaluate_masks, hd95, iou, joint_bbox,
+                              per_slice_dice, score_masks, surface_distances, surface_voxels)
+from lasegtut.volume import volume_ml
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_LABELS = REPO / "data" / "sample" / "labelsTr"
-SHARED = REPO.parent / "shared" / "data" / "msd-task02-heart"
-MSD_SPACING = (1.25, 1.25, 1.37)
-
-needs_shared = pytest.mark.skipif(not (SHARED / "labelsTr").is_dir(),
-                                  reason=f"real data not found at {SHARED}")
+SAMPLE_LABELS = SAMPLE / "labelsTr"
 
 
 def box(shape, lo, hi) -> np.ndarray:
@@ -237,11 +232,10 @@ def test_agrees_with_monai_on_a_real_label_vs_its_eroded_shifted_copy(la009):
 
 
 @pytest.mark.shared
-@needs_shared
-def test_two_labels_of_the_same_image_la005_la026():
+def test_two_labels_of_the_same_image_la005_la026(shared_root):
     """la_005 and la_026 are one image labelled twice: a real inter-rater comparison."""
-    a, sp_a, aff_a = load_mask(SHARED / "labelsTr" / "la_005.nii.gz")
-    b, sp_b, aff_b = load_mask(SHARED / "labelsTr" / "la_026.nii.gz")
+    a, sp_a, aff_a = load_mask(shared_root / "labelsTr" / "la_005.nii.gz")
+    b, sp_b, aff_b = load_mask(shared_root / "labelsTr" / "la_026.nii.gz")
     assert a.shape == b.shape and np.allclose(aff_a, aff_b)
     ours, (h, s) = assert_agrees_with_monai(a, b, sp_a, rel=1e-4)
     assert round(ours["dice"], 3) == 0.927
@@ -249,3 +243,24 @@ def test_two_labels_of_the_same_image_la005_la026():
     assert 1.0 < ours["assd_mm"] < ours["hd95_mm"] < 15.0
     # MONAI on the whole volume gives the same answer as on the crop used above
     assert monai_distances(a, b, sp_a) == pytest.approx((h, s), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- scoring and slices
+def test_score_masks_is_the_metrics_and_both_volumes():
+    label, pred = box((20, 20, 10), (4, 4, 2), (12, 12, 8)), box((20, 20, 10), (5, 4, 2), (13, 12, 8))
+    s = score_masks(pred, label, MSD_SPACING, pred_spacing=(1.0, 1.0, 1.0))
+    assert tuple(s) == SCORE_KEYS
+    assert {k: s[k] for k in evaluate_masks(pred, label, MSD_SPACING)} == evaluate_masks(pred, label, MSD_SPACING)
+    assert s["volume_pred_ml"] == volume_ml(pred, (1.0, 1.0, 1.0)) and s["volume_label_ml"] == volume_ml(label, MSD_SPACING)
+
+
+def test_per_slice_dice_is_nan_without_atrium_and_dice_elsewhere():
+    label = box((6, 6, 5), (1, 1, 1), (5, 5, 4))
+    pred = box((6, 6, 5), (1, 1, 0), (3, 5, 4))  # half of every label slice, plus a stray slice 0
+    d = per_slice_dice(pred, label)
+    assert np.isnan(d[0]) and np.isnan(d[4]) and np.allclose(d[1:4], dice(pred[..., 2], label[..., 2]))
+    assert np.allclose(per_slice_dice(label, label, axis=0)[1:5], 1.0)
+    assert best_worst_slices(pred, label, min_label_voxels=1) == (1, 1)
+    with pytest.raises(LasegError, match="empty"):
+        best_worst_slices(pred, np.zeros_like(label))
+

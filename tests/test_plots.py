@@ -1,10 +1,9 @@
 """Orientation, vocabulary and legibility of the course's figures.
 
-The MSD heart files say RAS in their headers, but their array axes really point (A, S, R): the
-files' own slices (across axis 2) are sagittal sections and the shipped model's slices (across
-axis 0) coronal ones. These tests pin that down with known voxels, check that every helper that
-shows a slice of a scan writes orientation letters on it and never calls the files' slices
-"axial", and that figures are drawn large enough to read.
+The orientation itself (known voxels, letters, plane names) is pinned down in
+test_orientation.py; these tests check that every helper that shows a slice of a scan writes
+orientation letters on it and never calls the files' slices "axial", and that figures are drawn
+large enough to read.
 """
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lasegtut import anatomy, evaluation, plots, preprocess
-from lasegtut.data import MSD_HEART_AXCODES
+from lasegtut import metrics, plots, preprocess
 
 
 def _volume(shape=(40, 44, 36)):
@@ -47,49 +45,6 @@ def _image_axes(fig):
     return [ax for ax in fig.axes if ax.get_images()]
 
 
-# ----------------------------------------------------------------------------- known voxels
-def test_reorientation_moves_a_known_voxel_to_its_anatomical_place():
-    """In the MSD layout, array axis 0 runs posterior -> anterior, 1 inferior -> superior and 2
-    left -> right. A voxel at (x, y, z) = (1, 2, 3) must land at (R, A, S) = (3, 1, 2)."""
-    vol = np.zeros((5, 6, 7), np.uint8)
-    vol[1, 2, 3] = 1
-    out, spacing = anatomy.to_anatomical(vol, (1.0, 2.0, 3.0))
-    assert out.shape == (7, 5, 6)
-    assert tuple(int(i) for i in np.argwhere(out)[0]) == (3, 1, 2)
-    assert spacing == (3.0, 1.0, 2.0)
-
-
-def test_msd_axis_directions_and_letters():
-    assert MSD_HEART_AXCODES == ("A", "S", "R")
-    # the files' slices: head up, back on the left, front on the right
-    assert plots.slice_letters(2) == ("S", "I", "P", "A") == anatomy.STORED_SLICE_LETTERS
-    # the shipped model's slices (across axis 0): head up, patient's left on the left
-    assert plots.slice_letters(0) == ("S", "I", "L", "R")
-    assert plots.slice_letters(1) == ("A", "P", "L", "R")
-    assert [plots.plane_name(a) for a in (0, 1, 2)] == ["coronal", "axial", "sagittal"]
-    assert plots.axis_direction(2) == "patient's left -> right"
-    assert plots.axis_direction(0) == "posterior -> anterior"
-    # a scan that truly is RAS gets the textbook names
-    assert plots.plane_name(2, ("R", "A", "S")) == "axial"
-    with pytest.raises(ValueError):
-        plots.array_slice(np.zeros((3, 3, 3)), 0, axis=3)
-
-
-def test_array_slice_puts_a_known_voxel_where_the_letters_say():
-    """A voxel one step towards the head (higher y) shows higher up; one step anterior (higher x)
-    shows further right, as the letters ("S", "I", "P", "A") say."""
-    vol = np.zeros((5, 6, 7), np.uint8)
-    vol[1, 2, 3] = 1
-    img = plots.array_slice(vol, 3, axis=2)
-    assert img.shape == (6, 5)                       # rows y, columns x
-    r, c = np.argwhere(img)[0]
-    assert (r, c) == (6 - 1 - 2, 1)
-    vol[2, 3, 3] = 1                                  # anterior and superior of the first voxel
-    pts = np.argwhere(plots.array_slice(vol, 3, axis=2))
-    (r_hi, c_hi) = min(pts.tolist())                 # the higher one on screen (smaller row)
-    assert r_hi < r and c_hi > c
-
-
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_array_slice_shows_the_model_input_layout(axis):
     """A slice of a volume and the same slice of ``reslice(file_slices(volume), axis)`` shown with
@@ -116,7 +71,7 @@ def _helper_figures():
         "alignment_figure": plots.alignment_figure(masks[18].astype(np.float32), masks[18], masks[17]),
     }
     fig, ax = plt.subplots(dpi=plots.FIG_DPI)
-    plots.slice_dice_curve(ax, evaluation.per_slice_dice(pred, label), {"best": 18}, label="case")
+    plots.slice_dice_curve(ax, metrics.per_slice_dice(pred, label), {"best": 18}, label="case")
     figs["slice_dice_curve"] = fig
     figs["la_area_profile"] = plots.la_area_profile({"case": label}, {"case": spacing})
     return figs

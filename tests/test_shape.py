@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lasegtut import plots, shape
+from lasegtut import shape
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
 from lasegtut.volume import sphere_mask
@@ -374,13 +374,6 @@ def test_cli_shape_user_errors(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- drawing
-def test_anatomical_vertices_for_the_msd_layout():
-    v = np.array([[1.0, 2.0, 3.0]])  # array axes point A, S, R in the MSD heart scans
-    assert np.allclose(plots.anatomical_vertices(v, ("A", "S", "R")), [[3.0, 1.0, 2.0]])
-    assert np.allclose(plots.anatomical_vertices(v, ("L", "P", "S")), [[-1.0, -2.0, 3.0]])
-    assert plots.anatomical_vertices(v) is not None and np.allclose(plots.anatomical_vertices(v), v)
-
-
 def test_surface_viewer_redraws_on_slider():
     import ipywidgets as W
 

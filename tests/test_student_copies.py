@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import NOTEBOOKS
 from lasegtut.assignments import BEGIN_SOLUTION, MARKDOWN_STUB, student_notebook
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
 MISSING = {"NameError", "NotImplementedError"}
 
 

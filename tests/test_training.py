@@ -37,16 +37,16 @@ def test_exported_weights_load_safely(run):
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["format"] == "lasegtut-unet-v1" and payload["input_size"] == PROFILES["ci"].size
     model, info = load_model(out / "model.pt")
-    assert info["border"] == 32
-    x = torch.rand(1, model.config.in_channels, info["input_size"], info["input_size"])
+    assert info.geometry.border == 32
+    x = torch.rand(1, model.config.in_channels, info.geometry.input_size, info.geometry.input_size)
     assert model(x).shape == (1, 1) + x.shape[2:]
-    assert model.config == PROFILES["ci"].model_config() and info["context"] == PROFILES["ci"].context
+    assert model.config == PROFILES["ci"].model_config() and info.geometry.context == PROFILES["ci"].context
     # a Lightning checkpoint loads too, with weights_only=True (nothing but tensors and plain data in it)
     load_model(out / "checkpoints" / "last.ckpt")
     torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     exported = export_checkpoint(out / "checkpoints" / "last.ckpt", out / "exported.pt")
     again, info_again = load_model(exported)
-    assert again.config == model.config and info_again["context"] == info["context"]
+    assert again.config == model.config and info_again.geometry.context == info.geometry.context
 
 
 def test_resume_continues_from_last_checkpoint(run):
@@ -128,8 +128,8 @@ def test_input_geometry_travels_with_the_weights(tmp_path):
     result = train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=1, limit_train_batches=2,
                    limit_val_batches=1, context=2, context_stride=3, border=48)
     model, info = load_model(result.weights)
-    assert model.config.in_channels == 5 and (info["context"], info["context_stride"]) == (2, 3)
-    assert info["border"] == 48 and info["input_size"] == PROFILES["ci"].size
+    assert model.config.in_channels == 5 and (info.geometry.context, info.geometry.context_stride) == (2, 3)
+    assert info.geometry.border == 48 and info.geometry.input_size == PROFILES["ci"].size
     index = __import__("json").loads((tmp_path / "cache" / "index.json").read_text())
     assert all(e["key"]["border"] == 48 for e in index["cases"].values())  # trained on the same crop
     image = load_case(SAMPLE, "la_009").image
@@ -150,7 +150,7 @@ def test_slice_axis_trains_and_travels_with_the_weights(tmp_path):
     result = train(SAMPLE, "ci", tmp_path, progress=False, max_epochs=1, limit_train_batches=2,
                    limit_val_batches=1, border=80, size=None, slice_axis=0)
     _, info = load_model(result.weights)
-    assert info["slice_axis"] == 0 and info["input_size"] == 160
+    assert info.geometry.slice_axis == 0 and info.geometry.input_size == 160
     ds = SliceDataset(tmp_path / "cache", ["la_020"], context=1, context_stride=2, slice_axis=0)
     assert len(ds) == 160 and [x for _, x in ds.items] == list(range(160))  # one slice per x
     x = ds.items[80][1]

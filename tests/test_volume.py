@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import MSD_SPACING, SAMPLE
 from lasegtut.data import load_mask
 from lasegtut.errors import LasegError
-from lasegtut.volume import (LAVI_GRADES, bsa_mosteller, grade_lavi, lavi, sphere_mask, voxel_volume_mm3,
-                             volume_ml)
+from lasegtut.volume import (LAVI_GRADES, bland_altman_stats, bsa_mosteller, grade_lavi, lavi, sphere_mask,
+                             volume_error_pct, voxel_volume_mm3, volume_ml)
 
-REPO = Path(__file__).resolve().parents[1]
-MSD_SPACING = (1.25, 1.25, 1.37)
 
 
 # ----------------------------------------------------------------------------- volume
@@ -68,7 +66,7 @@ def test_sphere_rejects_bad_arguments(kwargs):
 
 
 def test_real_left_atrium_has_a_plausible_volume():
-    mask, spacing, _ = load_mask(REPO / "data" / "sample" / "labelsTr" / "la_009.nii.gz")
+    mask, spacing, _ = load_mask(SAMPLE / "labelsTr" / "la_009.nii.gz")
     v = volume_ml(mask, spacing)
     assert v == pytest.approx(int(mask.sum()) * np.prod(spacing) / 1000)
     assert 20 < v < 250  # adult left atria (with veins and appendage trunk): tens to ~200 mL
@@ -124,3 +122,20 @@ def test_grade_lavi_ase_eacvi_2015_cutoffs(value, grade):
 def test_grade_lavi_rejects_impossible_values(value):
     with pytest.raises(LasegError):
         grade_lavi(value)
+
+
+# ----------------------------------------------------------------------------- two methods compared
+def test_volume_error_is_a_percentage_of_the_label():
+    assert volume_error_pct(110.0, 100.0) == pytest.approx(10.0)
+    assert volume_error_pct(60.0, 80.0) == pytest.approx(-25.0)
+    assert math.isnan(volume_error_pct(5.0, 0.0))
+
+
+def test_bland_altman_bias_and_limits_of_agreement():
+    s = bland_altman_stats([110.0, 95.0, 110.0], [100.0, 100.0, 100.0])
+    assert s["bias"] == pytest.approx(5.0) and s["sd"] == pytest.approx(np.std([10, -5, 10], ddof=1))
+    assert s["loa_high"] == pytest.approx(5.0 + 1.96 * s["sd"]) and list(s["means"]) == [105.0, 97.5, 105.0]
+    assert math.isnan(bland_altman_stats([1.0], [2.0])["sd"])
+    with pytest.raises(LasegError, match="equally long"):
+        bland_altman_stats([1.0, 2.0], [1.0])
+

@@ -1,0 +1,60 @@
+"""Repository hygiene: pins that agree across pyproject, conda and Binder, the README's badges,
+the teacher notes that cover every notebook."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import NOTEBOOKS, REPO
+
+
+def course_notebooks():
+    return sorted(NOTEBOOKS.glob("0*.ipynb"))
+
+
+def major_pins(text: str, names: tuple[str, ...]) -> dict[str, str]:
+    """{name: major version} for the first `name==X...`, `name=X.*`, `name>=X...` found for each name."""
+    found = {}
+    for name in names:
+        m = re.search(rf"(?<![\w-]){re.escape(name)}\s*(?:==|=|>=|~=)\s*(\d+)", text)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+def test_binder_and_conda_pins_match_pyproject():
+    names = ("torch", "pytorch-lightning")
+    py = major_pins((REPO / "pyproject.toml").read_text(), names)
+    assert set(py) == set(names)
+    env = (REPO / "environment.yml").read_text()
+    conda = major_pins(env.replace("- pytorch=", "- torch="), names)  # conda-forge names torch "pytorch"
+    binder = major_pins((REPO / "binder" / "requirements.txt").read_text() + "\n"
+                        + (REPO / "binder" / "postBuild").read_text(), names)
+    assert conda == py, f"environment.yml {conda} vs pyproject.toml {py}"
+    assert binder == py, f"binder/ {binder} vs pyproject.toml {py}"
+    # Binder: CPU wheels only, no pip cache, ffmpeg from apt, and the package itself installed
+    post = (REPO / "binder" / "postBuild").read_text()
+    assert "download.pytorch.org/whl/cpu" in post and "--no-cache-dir" in post and "-e ." in post
+    assert "ffmpeg" in (REPO / "binder" / "apt.txt").read_text().split()
+    reqs = [line.split("#")[0].strip() for line in (REPO / "binder" / "requirements.txt").read_text().splitlines()]
+    assert not any(r.startswith(("torch", "pytorch-lightning", "nvidia")) for r in reqs), "torch from PyPI is the CUDA build"
+
+
+def test_teaching_notes_cover_every_notebook():
+    text = (REPO / "docs" / "teaching.md").read_text()
+    for path in course_notebooks():
+        assert path.name in text, f"docs/teaching.md does not mention {path.name}"
+    for needle in ("lasegtut assignments build", "LASEG_PROFILE", "nbgrader", "Colab"):
+        assert needle in text
+
+
+def test_readme_badges():
+    readme = REPO / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md does not exist yet")
+    text = readme.read_text()
+    assert "https://mybinder.org/badge_logo.svg" in text
+    assert "https://mybinder.org/v2/gh/lasegtut/lasegtut/main?urlpath=lab/tree/notebooks" in text
+    assert "https://colab.research.google.com/assets/colab-badge.svg" in text
+    assert "https://colab.research.google.com/github/lasegtut/lasegtut/blob/main/notebooks/" in text
