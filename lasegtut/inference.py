@@ -219,12 +219,14 @@ def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, 
 
 
 def _cut_off(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, ...]) -> bool:
-    """True when the atrium found in a window is empty, or comes within ``size / 16`` voxels
-    (10 for the shipped model: 12.5 mm) of a window edge beyond which the image goes on, so that
-    part of it may lie outside. (In the MSD training scans every atrium keeps 25 mm or more from
-    the edges of the centred window, so a native scan never takes the second pass.)"""
+    """True when the atrium found in a window (its largest component: a stray speck near an edge
+    does not count) is empty, or comes within ``size / 16`` voxels (10 for the shipped model:
+    12.5 mm) of a window edge beyond which the image goes on, so that part of it may lie outside.
+    (In the MSD training scans every atrium keeps 25 mm or more from the edges of the centred
+    window, so a native scan never takes the second pass.)"""
     if not mask.any():
         return True
+    mask = largest_component(mask.astype(np.uint8)).astype(bool)
     xs, ys = np.flatnonzero(mask.any((1, 2))), np.flatnonzero(mask.any((0, 2)))
     size = mask.shape[0]
     m = size // 16
