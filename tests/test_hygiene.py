@@ -58,3 +58,21 @@ def test_readme_badges():
     assert "https://mybinder.org/v2/gh/lasegtut/lasegtut/main?urlpath=lab/tree/notebooks" in text
     assert "https://colab.research.google.com/assets/colab-badge.svg" in text
     assert "https://colab.research.google.com/github/lasegtut/lasegtut/blob/main/notebooks/" in text
+
+
+def _figures(text: str) -> set[float]:
+    """Dice-like figures (0.xyz) and percentages (6.8%, 8.5-9%) found in a text."""
+    dice = {float(m) for m in re.findall(r"(?<![\d.])0\.\d{3}(?!\d)", text)}
+    percent = {float(m) for m in re.findall(r"(\d+(?:\.\d+)?)(?=%)", text)}
+    return dice | percent
+
+
+def test_readme_model_figures_come_from_the_model_card():
+    """Results live in the model card; the README's summary of the models may only quote figures found there,
+    so the two cannot drift apart."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## The shipped model", 1)[1].split("\n## ", 1)[0]
+    card = _figures((REPO / "lasegtut" / "weights" / "MODEL_CARD.md").read_text())
+    quoted = _figures(section)
+    assert {0.892, 0.9} <= quoted, "the README's model section no longer quotes the headline figures"
+    assert quoted <= card, f"figures in the README but not in the model card: {sorted(quoted - card)}"
