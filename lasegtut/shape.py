@@ -81,7 +81,8 @@ from .preprocess import atomic_write
 from .safeio import check_output_file
 from .volume import check_spacing
 
-#: Gaussian smoothing before marching cubes, in voxels of the finest axis (see the module docstring).
+#: Gaussian smoothing before marching cubes: sigma in voxels of the coarsest axis; finer axes get more
+#: voxels (see the module docstring).
 SMOOTHING = 0.8
 #: File types :func:`write_mesh` writes.
 MESH_SUFFIXES = (".stl", ".ply")
@@ -192,7 +193,8 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *, smoothing: float
     Args:
         mask: array ``(x, y, z)``; non-zero is foreground. Every component is meshed.
         spacing: voxel size in mm ``(sx, sy, sz)``.
-        smoothing: Gaussian sigma in voxels of the finest axis (see the module docstring).
+        smoothing: Gaussian sigma in voxels of the coarsest axis; finer axes get more voxels (see the
+            module docstring).
         step: marching-cubes step in voxels; 2 or 3 give a coarser mesh for drawing, 1 for measuring.
 
     Returns:
