@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N scans")
     args = ap.parse_args()
     scans = sorted((args.data / "imagesTr").glob("*.nii.gz"))[: args.limit]
+    if not scans:
+        ap.error(f"no scans (*.nii.gz) in {args.data / 'imagesTr'}")
     cli = [sys.executable, "-m", "lasegtut", "predict"]
     env = dict(os.environ, PYTHONPATH=str(COURSE_ROOT))
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,12 +14,13 @@ so nibabel reports them as RAS, as if array axis 2 ran from the feet to the head
 in the voxels says otherwise: the spine lies at low x and the aortic arch at high y, and the
 descending aorta (which runs on the patient's left of the spine) lies at low z. So array axis 0
 runs posterior -> anterior, axis 1 inferior -> superior and axis 2 from the patient's left to
-right: :data:`MSD_HEART_AXCODES` = ``("A", "S", "R")``, so the files' own slices (across axis 2) are
-*sagittal* sections and the shipped model's slices (across axis 0) are *coronal* sections. This changes nothing for training or for volumes (the spacing per axis is right), but
-a picture for anatomy should be reoriented first: :func:`to_anatomical` does it (a pure
-transpose), and :func:`three_planes` / :func:`draw_plane` show true axial, coronal and sagittal
-planes in the radiological convention (axial and coronal: patient's right on the viewer's left;
-sagittal: anterior on the left), with the directions written on the image.
+right: :data:`MSD_HEART_AXCODES` = ``("A", "S", "R")``, so the files' own slices (across axis 2)
+are *sagittal* sections and the shipped model's slices (across axis 0) are *coronal* sections.
+This changes nothing for training or for volumes (the spacing per axis is right), but a picture
+for anatomy should be reoriented first: :func:`to_anatomical` does it (a pure transpose), and
+:func:`three_planes` / :func:`draw_plane` show true axial, coronal and sagittal planes in the
+radiological convention (axial and coronal: patient's right on the viewer's left; sagittal:
+anterior on the left), with the directions written on the image.
 """
 from __future__ import annotations
 

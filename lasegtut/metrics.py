@@ -271,7 +271,6 @@ def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]
         LasegError: the shapes differ or the spacing is invalid.
     """
     p, lab = _check_pair(pred, label)
-    check_spacing(spacing, p.ndim)
     # Everything outside the joint bounding box is background in both masks: it adds nothing
     # to the overlap counts and holds no surface voxel, so work on the (much smaller) box only.
     box = joint_bbox(p, lab, margin=1)
@@ -315,9 +314,7 @@ def per_slice_dice(pred: np.ndarray, label: np.ndarray, axis: int = 2) -> np.nda
     Raises:
         LasegError: the shapes differ.
     """
-    p, lab = np.asarray(pred) != 0, np.asarray(label) != 0
-    if p.shape != lab.shape:
-        raise LasegError(f"prediction shape {p.shape} differs from label shape {lab.shape}")
+    p, lab = _check_pair(pred, label)
     other = tuple(a for a in range(p.ndim) if a != axis)
     inter = np.count_nonzero(p & lab, axis=other).astype(float)
     n_p = np.count_nonzero(p, axis=other).astype(float)

@@ -57,8 +57,8 @@ def trained_weights(profile: str) -> Path:
 
 def full_data_dir() -> Path | None:
     """The full data set for benchmarks and tests: ``$LASEG_DATA_DIR`` if it is an MSD task folder
-    (holds ``dataset.json``; not the bundled sample), else :data:`SHARED_DATA` if present, else None (a student's clone has
-    only the bundled sample)."""
+    (holds ``dataset.json``; not the bundled sample), else :data:`SHARED_DATA` if present, else None
+    (a student's clone has only the bundled sample)."""
     env = os.environ.get(DATA_DIR_VAR)
     for folder in ([Path(env).expanduser()] if env else []) + [SHARED_DATA]:
         for task in (folder, folder / "Task02_Heart"):  # the folder, or where `lasegtut download` put it

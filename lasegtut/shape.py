@@ -76,11 +76,13 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LasegError
+from .metrics import bounding_box
 from .preprocess import atomic_write
 from .safeio import check_output_file
 from .volume import check_spacing
 
-#: Gaussian smoothing before marching cubes, in voxels of the finest axis (see the module docstring).
+#: Gaussian smoothing before marching cubes: sigma in voxels of the coarsest axis; finer axes get more
+#: voxels (see the module docstring).
 SMOOTHING = 0.8
 #: File types :func:`write_mesh` writes.
 MESH_SUFFIXES = (".stl", ".ply")
@@ -129,25 +131,6 @@ def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
     sizes[0] = 0
     keep = labels == int(np.argmax(sizes))
     return keep, int(n), int(mask.sum() - keep.sum())
-
-
-def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(lo, hi)`` voxel index bounds of the non-zero voxels: ``mask[lo[0]:hi[0], ...]`` holds them all."""
-    m = np.asarray(mask) != 0
-    lo, hi = [], []
-    for axis in range(m.ndim):
-        nz = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
-        if len(nz) == 0:
-            raise LasegError("the mask is empty: no foreground voxel")
-        lo.append(int(nz[0]))
-        hi.append(int(nz[-1]) + 1)
-    return np.array(lo), np.array(hi)
-
-
-def touched_edges(mask: np.ndarray) -> list[int]:
-    """Array axes (0, 1, 2) on which the mask has a voxel on the first or last plane."""
-    lo, hi = bounding_box(mask)
-    return [a for a in range(len(lo)) if lo[a] == 0 or hi[a] == np.shape(mask)[a]]
 
 
 # ----------------------------------------------------------------------------- the surface
@@ -210,7 +193,8 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *, smoothing: float
     Args:
         mask: array ``(x, y, z)``; non-zero is foreground. Every component is meshed.
         spacing: voxel size in mm ``(sx, sy, sz)``.
-        smoothing: Gaussian sigma in voxels of the finest axis (see the module docstring).
+        smoothing: Gaussian sigma in voxels of the coarsest axis; finer axes get more voxels (see the
+            module docstring).
         step: marching-cubes step in voxels; 2 or 3 give a coarser mesh for drawing, 1 for measuring.
 
     Returns:
@@ -230,9 +214,9 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *, smoothing: float
         raise LasegError("the mask is empty: no foreground voxel, so no surface")
     sigma = _sigma_voxels(sp, smoothing) if smoothing > 0 else (0.0, 0.0, 0.0)
     pad = int(math.ceil(3 * max(sigma))) + 2
-    lo, hi = bounding_box(m)
-    crop = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    field_ = np.pad(crop.astype(np.float32), pad)
+    box = bounding_box(m)
+    lo = np.array([b.start for b in box])
+    field_ = np.pad(m[box].astype(np.float32), pad)
     if smoothing > 0:
         field_ = ndimage.gaussian_filter(field_, sigma, mode="constant")
     if float(field_.max()) <= 0.5:
@@ -409,9 +393,9 @@ def shape_metrics(mask: np.ndarray, spacing: Sequence[float], *, components: str
         raise LasegError(f"components must be 'largest' or 'error', got {components!r}")
     m, sp = check_mask(mask, spacing)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    lo, hi = bounding_box(m)  # work on the box around the mask: a scan is mostly background
-    crop = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    keep, n, left_out = largest_component(crop)
+    box = bounding_box(m)  # work on the box around the mask: a scan is mostly background
+    lo = np.array([b.start for b in box])
+    keep, n, left_out = largest_component(m[box])
     if n > 1 and components == "error":
         raise LasegError(f"the mask has {n} connected components; keep one (e.g. the largest) first")
     mesh = surface_mesh(keep, sp, smoothing=smoothing)
@@ -421,8 +405,8 @@ def shape_metrics(mask: np.ndarray, spacing: Sequence[float], *, components: str
     axes, _ = principal_axes(keep, sp)
     diam = principal_diameters(mesh, axes)
     voxels = int(keep.sum())
-    k_lo, k_hi = bounding_box(keep)
-    edges = [a for a in range(3) if lo[a] + k_lo[a] == 0 or lo[a] + k_hi[a] == m.shape[a]]
+    k_box = bounding_box(keep)
+    edges = [a for a in range(3) if lo[a] + k_box[a].start == 0 or lo[a] + k_box[a].stop == m.shape[a]]
     return ShapeReport(
         voxels=voxels, volume_ml=voxels * voxel_ml, mesh_volume_ml=vol_mm3 / 1000.0, surface_mm2=area,
         sphericity=sphericity_lasp(mesh), sphericity_wadell=sphericity_wadell(vol_mm3, area),

@@ -205,14 +205,13 @@ def volume_error_pct(pred_ml: float, label_ml: float) -> float:
     return 100 * (pred_ml - label_ml) / label_ml if label_ml else float("nan")
 
 
-def bland_altman_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+def bland_altman_stats(a: Sequence[float], b: Sequence[float]) -> dict:
     """Bland-Altman agreement of two measurement methods on the same subjects.
 
-    Differences are ``a - b`` (e.g. predicted minus true volume, mL). Returns ``mean`` (the
-    mean of each pair), ``bias`` (mean difference), ``sd`` (sample standard deviation of the
-    differences, ddof=1; NaN for one pair) and the 95 % limits of agreement
-    ``loa_low``/``loa_high`` = ``bias -/+ 1.96 sd``; ``means`` and ``diffs`` are the per-pair
-    arrays.
+    Differences are ``a - b`` (e.g. predicted minus true volume, mL). Returns ``bias`` (mean
+    difference), ``sd`` (sample standard deviation of the differences, ddof=1; NaN for one pair)
+    and the 95 % limits of agreement ``loa_low``/``loa_high`` = ``bias -/+ 1.96 sd``, plus the
+    per-pair arrays ``means`` (the mean of each pair) and ``diffs``.
 
     Raises:
         LasegError: lengths differ or fewer than one pair.

@@ -37,6 +37,7 @@ from .augment import AugmentConfig, Augmenter
 from .orientation import (PLANES, SLICE_AXES, array_slice, fixed_axis, plane_name, slice_aspect, slice_letters,
                           to_anatomical)
 
+
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """Render a matplotlib figure to PNG bytes (Agg, no display needed)."""
     FigureCanvasAgg(fig)
