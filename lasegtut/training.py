@@ -386,7 +386,7 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         load_index(cache)
     make_output_dir(out)
     if pack is not None:
-        unpack(pack, cache)
+        unpack(pack, cache, border=prof.border)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
     write_json_atomic(out / "split.json", {"train": train_cases, "val": val_cases,

@@ -100,3 +100,12 @@ def test_cli_pack(packed, tmp_path, capsys):
     assert read_pack(out)[0]["bits"] == 6
     assert main(["pack", "--data", str(data), "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_unpack_refuses_a_pack_of_another_crop(packed, tmp_path):
+    # a border-80 pack in a border-32 training (the ci profile) would mix two crops silently
+    _, summary = packed
+    with pytest.raises(LasegError, match="crop of 80 voxels per side, this training uses 32"):
+        unpack(summary.path, tmp_path / "cache", border=32)
+    assert not (tmp_path / "cache").exists()
+    assert unpack(summary.path, tmp_path / "cache", border=80) == summary.cases
