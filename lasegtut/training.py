@@ -517,9 +517,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, me
     lasegtut training checkpoint.
     """
     ckpt = Path(checkpoint)
-    if not ckpt.is_file():
-        raise LasegError(f"checkpoint {ckpt} does not exist")
-    obj = load_torch_file(ckpt, "checkpoint")
+    obj = load_torch_file(ckpt, "checkpoint")  # also: "checkpoint ... does not exist"
     if not (isinstance(obj, dict) and "hyper_parameters" in obj):
         raise LasegError(f"{ckpt} is not a Lightning checkpoint of `lasegtut train`")
     parse_weights(obj, ckpt)  # every field checked before Lightning builds the module
