@@ -144,7 +144,8 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     def load(path: Path):
         try:
-            return load_nifti(path), load_image(path)
+            original = load_nifti(path)
+            return original, load_image(path, original)
         except LasegError as e:
             return e
 

@@ -405,7 +405,7 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     _check_output(output, force, inputs=[input, *(paths or [])])
     device = resolve_device(device)
     original = load_nifti(input)
-    image, spacing, _ = load_image(input)
+    image, spacing, _ = load_image(input, original)
     members = load_models(paths, device=device)
     mask_ras = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component, device=device)
     if not mask_ras.any():
