@@ -412,14 +412,13 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
     write_mask(mask_ras, original, output)
-    mask = from_ras(mask_ras, original)
-    ml = volume_ml(mask, spacing)
+    ml = volume_ml(mask_ras, spacing)  # the same voxels as the written mask, only flipped and transposed
     lo, hi = PLAUSIBLE_ML
     status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "
                                           f"({lo:.0f}-{hi:.0f} mL); check the mask before using it")
     return {
-        "output": str(output), "volume_ml": ml, "voxels": int(mask.sum()), "status": status,
-        "spacing_mm": [round(s, 4) for s in spacing], "shape": list(mask.shape),
+        "output": str(output), "volume_ml": ml, "voxels": int(mask_ras.sum()), "status": status,
+        "spacing_mm": [round(s, 4) for s in spacing], "shape": list(original.shape),
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name],
         "device": str(device),
