@@ -197,11 +197,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(np.uint8)
 
 
-def window_size(info: ModelInfo | Geometry) -> int:
-    """In-plane size (voxels, at the training spacing) of the window a model was trained on."""
-    return geometry_of(info).window_size
-
-
 def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, members: Members, *,
                           tta: bool, batch_size: int, device) -> np.ndarray:
     """Average probability ``(x', y', z)`` of the members in one in-plane window of ``work``."""
@@ -299,9 +294,9 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
        trained at (``info.geometry.spacing_mm``) by more than 1%: the scan is resampled to it
        (trilinear), and the probabilities are resampled back to the scan's grid at the end;
-    2. the model's in-plane window (:func:`window_size`: 160 x 160 voxels for the shipped model,
-       200 mm) is centred on the field of view, where cardiac scans put the heart, and stuck out
-       of the image with zeros where the field of view is smaller;
+    2. the model's in-plane window (:attr:`~lasegtut.geometry.Geometry.window_size`: 160 x 160
+       voxels for the shipped model, 200 mm) is centred on the field of view, where cardiac scans
+       put the heart, and stuck out of the image with zeros where the field of view is smaller;
     3. if the atrium found there is empty or cut by a window edge (``locate``), the heart is
        looked for over the whole field of view (:func:`locate_heart`) and the window is centred on
        it for a second, final prediction.
