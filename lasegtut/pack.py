@@ -137,7 +137,16 @@ def read_pack(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         raise LasegError(f"{path} is not a readable lasegtut pack (truncated or another kind of file)") from None
     if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
         raise LasegError(f"{path} is not a {PACK_FORMAT} pack")
-    for cid, entry in meta.get("cases", {}).items():
+    bits, border, cases = meta.get("bits"), meta.get("border"), meta.get("cases")
+    if not (isinstance(bits, int) and 1 <= bits <= 8 and isinstance(border, int) and border >= 0
+            and isinstance(cases, dict)):
+        raise LasegError(f"{path} is a damaged {PACK_FORMAT} pack (bits, border or cases)")
+    for cid, entry in cases.items():
+        # the file names are written into the cache folder: plain names only, nothing outside it
+        if not (isinstance(entry, dict) and isinstance(entry.get("image_sha1"), str)
+                and all(isinstance(entry.get(k), str) and entry[k] == Path(entry[k]).name
+                        and not entry[k].startswith(".") for k in ("image_file", "mask_file"))):
+            raise LasegError(f"{path} is a damaged {PACK_FORMAT} pack (the entry of case {cid})"[:200])
         if _image_key(entry) not in arrays or f"{cid}.mask" not in arrays:
             raise LasegError(f"{path} lacks the arrays of case {cid}")
     return meta, arrays

@@ -109,3 +109,21 @@ def test_unpack_refuses_a_pack_of_another_crop(packed, tmp_path):
         unpack(summary.path, tmp_path / "cache", border=32)
     assert not (tmp_path / "cache").exists()
     assert unpack(summary.path, tmp_path / "cache", border=80) == summary.cases
+
+
+def test_a_crafted_pack_gets_one_line_and_writes_nothing_outside_the_cache(packed, tmp_path):
+    import io
+    import lzma
+
+    _, summary = packed
+    meta, arrays = read_pack(summary.path)
+    cid = summary.cases[0]
+    for change in ({"cases": [1]}, {"border": "80"},
+                   {"cases": {cid: dict(meta["cases"][cid], image_file="../../outside.npy")}}):
+        buf = io.BytesIO()
+        np.savez(buf, index=np.frombuffer(json.dumps(dict(meta, **change)).encode(), dtype=np.uint8), **arrays)
+        bad = tmp_path / "bad.npz.xz"
+        bad.write_bytes(lzma.compress(buf.getvalue()))
+        with pytest.raises(LasegError, match="damaged"):
+            unpack(bad, tmp_path / "a" / "b" / "cache")
+    assert not (tmp_path / "outside.npy").exists() and not (tmp_path / "a").exists()
