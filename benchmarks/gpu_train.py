@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     cache = args.work / "cache"
-    trained = unpack(args.pack, cache)
-    write_cache(BUNDLED_SAMPLE, cache, border=profile(0, args.tiny).border, progress=False)
+    border = profile(0, args.tiny).border
+    trained = unpack(args.pack, cache, border=border)
+    write_cache(BUNDLED_SAMPLE, cache, border=border, progress=False)
     print(f"cache ready: {len(trained)} training cases from {args.pack.name} + the bundled validation cases "
           f"({time.perf_counter() - t_start:.0f} s)", flush=True)
 

@@ -35,6 +35,7 @@ from .errors import LasegError
 from .evaluation import ROW_KEYS
 from .metrics import score_masks
 from .preprocess import atomic_write
+from .safeio import make_output_dir
 from .volume import bsa_mosteller, grade_lavi, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; the last four only with
@@ -134,17 +135,15 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     sizes = read_body_sizes(body_sizes) if body_sizes else {}
     dev = resolve_device(device)
     members = load_models(weights, device=dev)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LasegError(f"cannot create output folder {out} ({e.strerror})") from None
+    make_output_dir(out)
     table = out / "volumes.csv"
     done = {} if force else _read_done(table)
     rows: dict[str, dict] = {}
 
     def load(path: Path):
         try:
-            return load_nifti(path), load_image(path)
+            original = load_nifti(path)
+            return original, load_image(path, original)
         except LasegError as e:
             return e
 

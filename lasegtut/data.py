@@ -394,8 +394,12 @@ def non_binary_values(mask: np.ndarray, limit: int = 5) -> list:
     return [] if binary else [v for v in np.unique(a).tolist() if v not in (0, 1)][:limit]
 
 
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float], nib.Nifti1Image]:
+def load_image(path: str | os.PathLike, img: nib.Nifti1Image | None = None
+               ) -> tuple[np.ndarray, tuple[float, float, float], nib.Nifti1Image]:
     """Load a 3D scan for inference, in RAS.
+
+    ``img``: the file already opened with :func:`load_nifti` (its header is then not read and
+    checked again); None: it is opened here.
 
     Returns:
         ``(image, spacing, ras_img)``: float32 array ``(x, y, z)``, spacing in mm, and the
@@ -406,7 +410,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
             (:func:`check_header`) / too large (:data:`MAX_VOXELS`, :func:`check_memory`) /
             NaN or infinite voxels / a constant image (no contrast).
     """
-    img = load_nifti(path)
+    img = load_nifti(path) if img is None else img
     check_memory(img, path)
     ras = to_ras(img, path)
     arr = read_array(ras, path)

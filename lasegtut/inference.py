@@ -197,11 +197,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == sizes.argmax()).astype(np.uint8)
 
 
-def window_size(info: ModelInfo | Geometry) -> int:
-    """In-plane size (voxels, at the training spacing) of the window a model was trained on."""
-    return geometry_of(info).window_size
-
-
 def _window_probabilities(work: np.ndarray, origin: tuple[int, int], size: int, members: Members, *,
                           tta: bool, batch_size: int, device) -> np.ndarray:
     """Average probability ``(x', y', z)`` of the members in one in-plane window of ``work``."""
@@ -299,9 +294,9 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
        trained at (``info.geometry.spacing_mm``) by more than 1%: the scan is resampled to it
        (trilinear), and the probabilities are resampled back to the scan's grid at the end;
-    2. the model's in-plane window (:func:`window_size`: 160 x 160 voxels for the shipped model,
-       200 mm) is centred on the field of view, where cardiac scans put the heart, and stuck out
-       of the image with zeros where the field of view is smaller;
+    2. the model's in-plane window (:attr:`~lasegtut.geometry.Geometry.window_size`: 160 x 160
+       voxels for the shipped model, 200 mm) is centred on the field of view, where cardiac scans
+       put the heart, and stuck out of the image with zeros where the field of view is smaller;
     3. if the atrium found there is empty or cut by a window edge (``locate``), the heart is
        looked for over the whole field of view (:func:`locate_heart`) and the window is centred on
        it for a second, final prediction.
@@ -405,21 +400,20 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
     _check_output(output, force, inputs=[input, *(paths or [])])
     device = resolve_device(device)
     original = load_nifti(input)
-    image, spacing, _ = load_image(input)
+    image, spacing, _ = load_image(input, original)
     members = load_models(paths, device=device)
     mask_ras = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component, device=device)
     if not mask_ras.any():
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
     write_mask(mask_ras, original, output)
-    mask = from_ras(mask_ras, original)
-    ml = volume_ml(mask, spacing)
+    ml = volume_ml(mask_ras, spacing)  # the same voxels as the written mask, only flipped and transposed
     lo, hi = PLAUSIBLE_ML
     status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "
                                           f"({lo:.0f}-{hi:.0f} mL); check the mask before using it")
     return {
-        "output": str(output), "volume_ml": ml, "voxels": int(mask.sum()), "status": status,
-        "spacing_mm": [round(s, 4) for s in spacing], "shape": list(mask.shape),
+        "output": str(output), "volume_ml": ml, "voxels": int(mask_ras.sum()), "status": status,
+        "spacing_mm": [round(s, 4) for s in spacing], "shape": list(original.shape),
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name],
         "device": str(device),

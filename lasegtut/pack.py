@@ -36,7 +36,7 @@ from .data import VALIDATION_CASES, case_paths, list_cases, resolve_data_dir
 from .errors import LasegError
 from .preprocess import (CACHE_VERSION, atomic_write, load_index, save_npy_atomic, write_cache,
                          write_json_atomic)
-from .safeio import check_output_file
+from .safeio import check_output_file, make_output_dir
 
 PACK_FORMAT = "lasegtut-pack-v1"
 #: The crop a pack holds by default: the 160 x 160 voxels the shipped model's geometry uses.
@@ -137,29 +137,42 @@ def read_pack(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         raise LasegError(f"{path} is not a readable lasegtut pack (truncated or another kind of file)") from None
     if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
         raise LasegError(f"{path} is not a {PACK_FORMAT} pack")
-    for cid, entry in meta.get("cases", {}).items():
+    bits, border, cases = meta.get("bits"), meta.get("border"), meta.get("cases")
+    if not (isinstance(bits, int) and 1 <= bits <= 8 and isinstance(border, int) and border >= 0
+            and isinstance(cases, dict)):
+        raise LasegError(f"{path} is a damaged {PACK_FORMAT} pack (bits, border or cases)")
+    for cid, entry in cases.items():
+        # the file names are written into the cache folder: plain names only, nothing outside it
+        if not (isinstance(entry, dict) and isinstance(entry.get("image_sha1"), str)
+                and all(isinstance(entry.get(k), str) and entry[k] == Path(entry[k]).name
+                        and not entry[k].startswith(".") for k in ("image_file", "mask_file"))):
+            raise LasegError(f"{path} is a damaged {PACK_FORMAT} pack (the entry of case {cid})"[:200])
         if _image_key(entry) not in arrays or f"{cid}.mask" not in arrays:
             raise LasegError(f"{path} lacks the arrays of case {cid}")
     return meta, arrays
 
 
-def unpack(path: str | os.PathLike, cache: str | os.PathLike) -> list[str]:
+def unpack(path: str | os.PathLike, cache: str | os.PathLike, *, border: int | None = None) -> list[str]:
     """Write the cases of a pack into a preprocessing cache folder (created if needed).
 
     Cases already in the cache are replaced; other cases there (e.g. the bundled validation
-    cases) are kept. The crop of the pack must match the cache's. Returns the case ids.
+    cases) are kept. ``border``: the crop (voxels per side) the cache's other cases have and the
+    training uses; a pack of another crop is refused before anything is written (None: not
+    checked). Returns the case ids.
     """
     meta, arrays = read_pack(path)
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    pack_border, bits = int(meta["border"]), int(meta["bits"])
+    if border is not None and pack_border != border:
+        raise LasegError(f"{path} holds a crop of {pack_border} voxels per side, this training uses {border}: "
+                         f"its cases would not match the others (`lasegtut pack` writes a crop of {PACK_BORDER})")
+    cache = make_output_dir(cache, "cache folder")
     index_path = cache / "index.json"
     index = load_index(cache) if index_path.exists() else {"version": CACHE_VERSION, "cases": {}}
-    border, bits = int(meta["border"]), int(meta["bits"])
     for cid, entry in meta["cases"].items():
         image = dequantise(arrays[_image_key(entry)], bits)
         for name, arr in ((entry["image_file"], image), (entry["mask_file"], arrays[f"{cid}.mask"])):
             save_npy_atomic(cache / name, arr)
-        index["cases"][cid] = dict(entry, key={"pack": Path(path).name, "border": border, "bits": bits,
+        index["cases"][cid] = dict(entry, key={"pack": Path(path).name, "border": pack_border, "bits": bits,
                                                "version": CACHE_VERSION})
     write_json_atomic(index_path, index)
     return list(meta["cases"])

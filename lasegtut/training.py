@@ -305,7 +305,8 @@ class TimeBudget(pl.Callback):
     the run (and its cosine schedule) is shortened to it. It only ever shortens a run, so the
     learning rate still ends near 0 at the last epoch. (Planning only once, after a few epochs,
     overran a 4.5-minute budget by a third on a GPU shared by three runs: later epochs were
-    slower than the first ones, and validation epochs cost more.)
+    slower than the first ones, and validation epochs cost more.) Epochs are counted from the
+    start of this fit, so a run resumed from ``last.ckpt`` gets its own warm-up and budget.
     """
 
     def __init__(self, minutes: float, plan_after: int = 5, warmup: int = 2) -> None:
@@ -313,20 +314,23 @@ class TimeBudget(pl.Callback):
             raise LasegError(f"the time budget must be a positive number of minutes, not {minutes}")
         self.seconds, self.plan_after, self.warmup = 60 * minutes, plan_after, warmup
         self.t0 = self.t_warm = 0.0
+        self.first = 0
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t0 = time.perf_counter()
+        self.first = trainer.current_epoch  # past 0 in a resumed run
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # runs before the epoch's validation: measuring from one epoch end to the next counts it
-        done = trainer.current_epoch + 1
+        end = trainer.current_epoch + 1  # epochs of the whole run so far
+        done = end - self.first  # epochs of this fit
         now = time.perf_counter()
         if done == self.warmup:
             self.t_warm = now
         if done < self.plan_after:
             return
         per_epoch = (now - self.t_warm) / (done - self.warmup)
-        fits = max(done + int(max(self.seconds - (now - self.t0), 0) / per_epoch), done + 1)
+        fits = max(end + int(max(self.seconds - (now - self.t0), 0) / per_epoch), end + 1)
         if fits < trainer.fit_loop.max_epochs:
             trainer.fit_loop.max_epochs = fits
             for cfg in trainer.lr_scheduler_configs:
@@ -382,7 +386,7 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         load_index(cache)
     make_output_dir(out)
     if pack is not None:
-        unpack(pack, cache)
+        unpack(pack, cache, border=prof.border)
     write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache)
     write_json_atomic(out / "split.json", {"train": train_cases, "val": val_cases,
@@ -513,9 +517,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, me
     lasegtut training checkpoint.
     """
     ckpt = Path(checkpoint)
-    if not ckpt.is_file():
-        raise LasegError(f"checkpoint {ckpt} does not exist")
-    obj = load_torch_file(ckpt, "checkpoint")
+    obj = load_torch_file(ckpt, "checkpoint")  # also: "checkpoint ... does not exist"
     if not (isinstance(obj, dict) and "hyper_parameters" in obj):
         raise LasegError(f"{ckpt} is not a Lightning checkpoint of `lasegtut train`")
     parse_weights(obj, ckpt)  # every field checked before Lightning builds the module

@@ -62,6 +62,21 @@ def test_time_budget_shortens_a_run_and_its_schedule(tmp_path):
         TimeBudget(0)
 
 
+def test_time_budget_counts_the_epochs_of_a_resumed_fit_from_its_start():
+    # a run resumed at epoch 10 with an ample budget: its first planned epochs must not read the
+    # time since an unset warm-up mark (which once cut it to one more epoch)
+    from types import SimpleNamespace
+
+    budget = TimeBudget(60.0)
+    trainer = SimpleNamespace(current_epoch=10, fit_loop=SimpleNamespace(max_epochs=40), lr_scheduler_configs=[])
+    module = SimpleNamespace(hparams=SimpleNamespace(epochs=40))
+    budget.on_train_start(trainer, module)
+    for epoch in range(10, 20):
+        trainer.current_epoch = epoch
+        budget.on_train_epoch_end(trainer, module)
+    assert trainer.fit_loop.max_epochs == 40 and module.hparams.epochs == 40
+
+
 def test_gpu_script_end_to_end_on_cpu(tmp_path):
     """Pack -> unpack -> two views trained in parallel processes -> scores -> figures.json."""
     data = make_msd(tmp_path / "msd", SAMPLE, {"la_901": "la_009", "la_902": "la_020"}, mirror=True)

@@ -100,3 +100,30 @@ def test_cli_pack(packed, tmp_path, capsys):
     assert read_pack(out)[0]["bits"] == 6
     assert main(["pack", "--data", str(data), "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_unpack_refuses_a_pack_of_another_crop(packed, tmp_path):
+    # a border-80 pack in a border-32 training (the ci profile) would mix two crops silently
+    _, summary = packed
+    with pytest.raises(LasegError, match="crop of 80 voxels per side, this training uses 32"):
+        unpack(summary.path, tmp_path / "cache", border=32)
+    assert not (tmp_path / "cache").exists()
+    assert unpack(summary.path, tmp_path / "cache", border=80) == summary.cases
+
+
+def test_a_crafted_pack_gets_one_line_and_writes_nothing_outside_the_cache(packed, tmp_path):
+    import io
+    import lzma
+
+    _, summary = packed
+    meta, arrays = read_pack(summary.path)
+    cid = summary.cases[0]
+    for change in ({"cases": [1]}, {"border": "80"},
+                   {"cases": {cid: dict(meta["cases"][cid], image_file="../../outside.npy")}}):
+        buf = io.BytesIO()
+        np.savez(buf, index=np.frombuffer(json.dumps(dict(meta, **change)).encode(), dtype=np.uint8), **arrays)
+        bad = tmp_path / "bad.npz.xz"
+        bad.write_bytes(lzma.compress(buf.getvalue()))
+        with pytest.raises(LasegError, match="damaged"):
+            unpack(bad, tmp_path / "a" / "b" / "cache")
+    assert not (tmp_path / "outside.npy").exists() and not (tmp_path / "a").exists()
