@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,18 +339,21 @@ def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] != "tag":
         print("usage: python -m lasegtut.exercises tag NOTEBOOK.ipynb ...", file=sys.stderr)
         return 2
     for name in args[1:]:
         path = Path(name)
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        n = tag_notebook(nb)
-        if n:  # nbformat's own layout, so that only the metadata lines change
-            path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        try:
+            nb = read_notebook(path)
+            n = tag_notebook(nb)
+            if n:  # nbformat's own layout, so that only the metadata lines change
+                path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+        except (LasegError, OSError) as e:
+            print(f"lasegtut.exercises: error: {e}", file=sys.stderr)
+            return 2
         print(f"{path.name}: {n} cells tagged")
     return 0
 

@@ -17,6 +17,7 @@ import pytest
 from lasegtut.assignments import build_student_notebooks
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
+from lasegtut.exercises import _main as exercises_main
 from lasegtut.exercises import assemble, load_teacher_notebooks, match_cells, tag_notebook, teacher_notebook
 from lasegtut.grading import exercise_status, feedback_markdown, grade_class, Grade
 from lasegtut.kernel_run import CellResult, RunLimits, RunReport, run_cells
@@ -136,6 +137,12 @@ def test_tag_notebook_adds_nbgrader_metadata_only():
     for a, b in zip(nb["cells"], before["cells"]):
         assert {k: v for k, v in a.items() if k != "metadata"} == {k: v for k, v in b.items() if k != "metadata"}
     assert tag_notebook(nb) == 0  # idempotent: a teacher's own points are kept
+
+
+def test_tag_command_reports_a_bad_file_in_one_line(tmp_path, capsys):
+    assert exercises_main(["tag", str(tmp_path / "missing.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lasegtut.exercises: error: ") and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- matching and assembling
