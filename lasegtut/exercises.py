@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, strip_solutions
+from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, _notebooks_in, strip_solutions
 from .errors import LasegError
 
 #: A submitted notebook larger than this is refused (an answer does not need it; reading it would).
@@ -149,7 +149,7 @@ def load_teacher_notebooks(source: str | os.PathLike, only: list[str] | None = N
     src = Path(source).expanduser()
     if not src.is_dir():
         raise LasegError(f"no notebook folder at {src}")
-    paths = sorted(p for p in src.glob("*.ipynb") if p.is_file() and not p.name.startswith("."))
+    paths = _notebooks_in(src)
     if only:
         by_name = {p.name: p for p in paths} | {p.stem: p for p in paths}
         missing = [n for n in only if n not in by_name]
@@ -194,7 +194,6 @@ class GradedRun:
     check_pos: dict[str, int] = field(default_factory=dict)
     unanswered: set[str] = field(default_factory=set)  # exercises with no answer cell in the submission
     matched: int = 0  # how many submitted cells correspond to a teacher cell
-    notes: list[str] = field(default_factory=list)
 
 
 def match_cells(teacher: TeacherNotebook, cells: list[dict[str, Any]]) -> dict[int, int]:
