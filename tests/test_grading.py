@@ -202,7 +202,7 @@ def test_exercise_status(course, answer, check, status):
     run = assemble(teacher_notebook(TEACHER, "hw.ipynb"), course[1]["cells"])
     cells = [CellResult("ok") for _ in run.sources]
     cells[run.answer_pos["ex1"][0]], cells[run.check_pos["ex1"]] = answer, check
-    assert exercise_status(run, RunReport(cells, note="n"), "ex1", FAST)[0] == status
+    assert exercise_status(run, RunReport(cells, note="n"), "ex1")[0] == status
 
 
 def test_feedback_shows_status_and_failing_message():
