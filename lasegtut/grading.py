@@ -455,16 +455,18 @@ def _stop_on_sigterm() -> Callable[[], None]:
 
 
 def _stop_all_kernels(scratch_root: Path) -> None:
-    """Kill every kernel still running under ``scratch_root`` (on Ctrl-C), by their working folder."""
+    """Kill every kernel still running under ``scratch_root`` (on Ctrl-C): by its working folder, or
+    by its environment (``HOME`` and ``TMPDIR`` are in its scratch folder), which ``os.chdir`` does not change."""
     proc = Path("/proc")
     if not proc.is_dir():
         return
     root = str(scratch_root.resolve())
+    needle = os.fsencode(root + os.sep)
     for entry in proc.iterdir():
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if os.readlink(entry / "cwd").startswith(root):
-                    os.kill(int(entry.name), 9)
+                if os.readlink(entry / "cwd").startswith(root) or needle in (entry / "environ").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
             except OSError:
                 continue
 

@@ -473,3 +473,47 @@ def test_stopping_the_grader_stops_its_kernels(course, tmp_path, sig, rc):
         time.sleep(0.2)
     assert _processes_mentioning(str(scratch)) == []
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_sigterm_stops_a_kernel_that_left_its_scratch_folder(course, tmp_path):
+    """A kernel found by its working folder alone would escape by os.chdir and keep the grader waiting."""
+    import subprocess
+    import sys
+    import time
+
+    teacher, stub = course
+    write(tmp_path / "subs" / "ann.ipynb", with_sources(stub, a1="import os\nos.chdir('/')\nwhile True:\n    pass"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "lasegtut", "assignments", "grade", str(tmp_path / "subs"),
+                             "--out", str(tmp_path / "out"), "--source", str(teacher), "--quiet"],
+                            env=dict(os.environ, TMPDIR=str(scratch)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def kernel_left_its_folder() -> bool:
+        for p in _processes_mentioning(str(scratch)):
+            try:
+                if "ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") and \
+                        os.readlink(f"/proc/{p}/cwd") == "/":
+                    return True
+            except OSError:
+                pass
+        return False
+
+    try:
+        deadline = time.monotonic() + 60
+        while not kernel_left_its_folder():
+            assert time.monotonic() < deadline and proc.poll() is None, "no kernel left its folder"
+            time.sleep(0.2)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)  # not the cell's 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "lasegtut assignments: interrupted"
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(scratch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(scratch)) == []
