@@ -232,6 +232,12 @@ def test_run_cells_limits(tmp_path):
     assert r.cells[10].reason == "died" and "exited" in r.note
 
 
+def test_run_cells_caps_an_error_message(tmp_path):
+    r = run_cells(["raise ValueError('v' * 100_000)"], tmp_path / "s", RunLimits(output_chars=1000),
+                  landlock_abi=landlock_abi())
+    assert r.cells[0].ename == "ValueError" and r.cells[0].evalue == "v" * 1000
+
+
 def test_run_cells_kills_a_cell_that_ignores_interrupts(tmp_path):
     cells = ["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", "print('next')"]
     r = run_cells(cells, tmp_path / "s", RunLimits(cell_timeout=2, interrupt_grace=2), landlock_abi=landlock_abi())
