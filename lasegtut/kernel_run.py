@@ -52,7 +52,7 @@ class CellResult:
     evalue: str = ""
     traceback: str = ""
     output: str = ""
-    reason: str = ""  # for not_run: "timeout" or "died"
+    reason: str = ""  # not_run: "timeout" or "died"; timeout: "killed" when the interrupt did not stop it
     seconds: float = 0.0
 
 
