@@ -88,7 +88,7 @@ class ClassReport:
         return (f"graded {n_students} students, {len(self.grades)} exercises "
                 f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {self.seconds:.1f} s\n"
                 f"sandbox: {self.sandbox}\n"
-                f"wrote {self.csv_path} and {len(list(self.feedback_dir.glob('*.md')))} feedback files "
+                f"wrote {self.csv_path} and {n_students} feedback files "
                 f"in {self.feedback_dir}")
 
 
