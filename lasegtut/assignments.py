@@ -75,14 +75,10 @@ def default_source_dir() -> Path:
     return NOTEBOOKS
 
 
-def _source_lines(cell: dict[str, Any], where: str = "cell") -> list[str]:
-    """A cell's source as a list of lines without their line endings (:class:`LasegError` if it is not text)."""
+def _source_lines(cell: dict[str, Any]) -> list[str]:
+    """A cell's source (checked by :func:`_check_cell`) as a list of lines without their line endings."""
     src = cell.get("source", "")
-    if isinstance(src, list) and all(isinstance(s, str) for s in src):
-        src = "".join(src)
-    if not isinstance(src, str):
-        raise LasegError(f"{where}: the cell's source is not text")
-    return src.splitlines()
+    return ("".join(src) if isinstance(src, list) else src).splitlines()
 
 
 def _to_source(lines: list[str]) -> list[str]:
@@ -234,7 +230,7 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
         where = f"{name}, cell {k} ({kind})"
         if kind not in ("code", "markdown", "raw"):
             raise LasegError(f"{name}, cell {k}: unknown cell type {kind!r}")
-        lines = _source_lines(cell, where)
+        lines = _source_lines(cell)
         solution |= _solution_lines(lines)
         new, n = strip_solutions(lines, CODE_STUB if kind == "code" else MARKDOWN_STUB, where=where)
         n_total += n

@@ -21,13 +21,18 @@ a GPU driver exists, and torch and imgaug are seeded when they are first importe
 from __future__ import annotations
 
 import importlib.abc
+import json
 import os
 import platform
+import random
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
+from . import __version__
 from .data import resolve_data_dir
 from .paths import BUNDLED_SAMPLE, NOTEBOOKS, PROFILE_VAR, RUNS, USE_PRETRAINED_VAR, trained_weights
 
@@ -158,10 +163,8 @@ def package_version(module: str, distribution: str) -> str:
 def print_versions() -> None:
     """Print the versions that matter for reproducing a notebook, and the device (without
     importing torch or Lightning: see the module's docstring)."""
-    import lasegtut
-
     versions = " | ".join(f"{name} {package_version(module, dist)}" for name, module, dist in VERSIONED)
-    print(f"python {platform.python_version()} | lasegtut {lasegtut.__version__} | {versions}")
+    print(f"python {platform.python_version()} | lasegtut {__version__} | {versions}")
     print(f"device: {device()}")
 
 
@@ -170,8 +173,6 @@ def _seed_torch(torch, seed: int) -> None:
 
 
 def _seed_imgaug(ia, seed: int) -> None:
-    import numpy as np
-
     # imgaug's first seeding draws from NumPy's global RNG (to create its own): keep NumPy's
     # stream as np.random.seed left it, whenever this runs.
     state = np.random.get_state()
@@ -239,10 +240,6 @@ _SEED_ON_IMPORT = _SeedOnImport()
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy, torch and imgaug: torch and imgaug now if they are
     imported, else the moment they are first imported (so this never loads them)."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     for name, seeder in SEEDERS.items():
@@ -333,8 +330,6 @@ def write_skeleton_cells(notebook: str | os.PathLike) -> bool:
     """Put :data:`SETUP_CELL` into the notebook's setup cell (the code cell that starts with
     ``# Setup: on Google Colab``) and :data:`SHUTDOWN_CELL` as its last cell (moved there, or
     added). Outputs and every other cell are kept. True if the file changed."""
-    import json
-
     path = Path(notebook)
     raw = path.read_text(encoding="utf-8")
     nb = json.loads(raw)

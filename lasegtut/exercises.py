@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, strip_solutions
+from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, _notebooks_in, strip_solutions
 from .errors import LasegError
 
 #: A submitted notebook larger than this is refused (an answer does not need it; reading it would).
@@ -148,7 +149,7 @@ def load_teacher_notebooks(source: str | os.PathLike, only: list[str] | None = N
     src = Path(source).expanduser()
     if not src.is_dir():
         raise LasegError(f"no notebook folder at {src}")
-    paths = sorted(p for p in src.glob("*.ipynb") if p.is_file() and not p.name.startswith("."))
+    paths = _notebooks_in(src)
     if only:
         by_name = {p.name: p for p in paths} | {p.stem: p for p in paths}
         missing = [n for n in only if n not in by_name]
@@ -193,7 +194,6 @@ class GradedRun:
     check_pos: dict[str, int] = field(default_factory=dict)
     unanswered: set[str] = field(default_factory=set)  # exercises with no answer cell in the submission
     matched: int = 0  # how many submitted cells correspond to a teacher cell
-    notes: list[str] = field(default_factory=list)
 
 
 def match_cells(teacher: TeacherNotebook, cells: list[dict[str, Any]]) -> dict[int, int]:
@@ -338,18 +338,21 @@ def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import sys
-
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] != "tag":
         print("usage: python -m lasegtut.exercises tag NOTEBOOK.ipynb ...", file=sys.stderr)
         return 2
     for name in args[1:]:
         path = Path(name)
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        n = tag_notebook(nb)
-        if n:  # nbformat's own layout, so that only the metadata lines change
-            path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        try:
+            nb = read_notebook(path)
+            n = tag_notebook(nb)
+            if n:  # nbformat's own layout, so that only the metadata lines change
+                path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+        except (LasegError, OSError) as e:
+            print(f"lasegtut.exercises: error: {e}", file=sys.stderr)
+            return 2
         print(f"{path.name}: {n} cells tagged")
     return 0
 

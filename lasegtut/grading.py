@@ -22,10 +22,12 @@ with ``force``.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -86,7 +88,7 @@ class ClassReport:
         return (f"graded {n_students} students, {len(self.grades)} exercises "
                 f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {self.seconds:.1f} s\n"
                 f"sandbox: {self.sandbox}\n"
-                f"wrote {self.csv_path} and {len(list(self.feedback_dir.glob('*.md')))} feedback files "
+                f"wrote {self.csv_path} and {n_students} feedback files "
                 f"in {self.feedback_dir}")
 
 
@@ -177,7 +179,7 @@ def _error_text(result: CellResult) -> str:
     return f"{result.ename}: {result.evalue}".rstrip(": ") if result.evalue else result.ename
 
 
-def exercise_status(run: GradedRun, report: RunReport, name: str, limits: RunLimits) -> tuple[str, str]:
+def exercise_status(run: GradedRun, report: RunReport, name: str) -> tuple[str, str]:
     """(status, message) of exercise ``name`` from the results of its answer and check cells."""
     if name in run.unanswered:
         return "missing", "your notebook has no answer cell for this exercise (deleted, or its id was changed)"
@@ -204,15 +206,13 @@ def exercise_status(run: GradedRun, report: RunReport, name: str, limits: RunLim
 
 
 def grades_for(student: str, teacher: TeacherNotebook, run: GradedRun | None, report: RunReport | None,
-               limits: RunLimits, failure: str = "") -> list[Grade]:
-    """One :class:`Grade` per exercise of ``teacher``; ``failure`` grades them all ``error`` (or missing)."""
+               failure: str = "", status: str = "error") -> list[Grade]:
+    """One :class:`Grade` per exercise of ``teacher``; without a run, each gets ``status`` and ``failure``."""
+    if run is None or report is None:
+        return [Grade(student, teacher.name, e.name, status, 0.0, e.points, failure) for e in teacher.exercises]
     out = []
     for e in teacher.exercises:
-        if run is None or report is None:
-            status = "missing" if failure.startswith("no submitted") or "could not be matched" in failure else "error"
-            out.append(Grade(student, teacher.name, e.name, status, 0.0, e.points, failure))
-            continue
-        status, msg = exercise_status(run, report, e.name, limits)
+        status, msg = exercise_status(run, report, e.name)
         out.append(Grade(student, teacher.name, e.name, status, e.points if status == "correct" else 0.0,
                          e.points, msg))
     return out
@@ -295,7 +295,7 @@ def _grade_one(student: str, teacher: TeacherNotebook, key: str, cells: list[dic
         return _grade_notebook(student, teacher, key, cells, scratch_root, limits, abi, threads)
     except Exception as e:  # noqa: BLE001 - one notebook must not stop the class
         why = f"{key} could not be graded: {type(e).__name__}: {str(e)[:200]}"
-        return grades_for(student, teacher, None, None, limits, why), None, [why + "; not graded"]
+        return grades_for(student, teacher, None, None, why), None, [why + "; not graded"]
 
 
 def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: list[dict[str, Any]],
@@ -305,12 +305,12 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
     if run.matched == 0:
         why = (f"{key} could not be matched to {teacher.name}: none of its cells carries the teacher's "
                "cell ids, grade_ids or code, so it was not run")
-        return grades_for(student, teacher, None, None, limits, why), None, [why]
+        return grades_for(student, teacher, None, None, why, status="missing"), None, [why]
     scratch = Path(tempfile.mkdtemp(prefix="job-", dir=scratch_root))
     try:
         report = run_cells(run.sources, scratch, limits, landlock_abi=abi, threads=threads)
     except LasegError as e:
-        return grades_for(student, teacher, None, None, limits, f"could not run the notebook: {e}"), None, []
+        return grades_for(student, teacher, None, None, f"could not run the notebook: {e}"), None, []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     notes = []
@@ -320,7 +320,7 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
               and i not in run.check_pos.values() and not any(i in v for v in run.answer_pos.values())]
     for i, r in failed[:3]:
         notes.append(f"{teacher.name}: {run.origins[i]} raised {_error_text(r)[:200]}")
-    return grades_for(student, teacher, run, report, limits), report, notes
+    return grades_for(student, teacher, run, report), report, notes
 
 
 def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: str | os.PathLike | None = None,
@@ -379,10 +379,10 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
         for t in wanted:
             key = plan[w.name].get(t.name)
             if key is None:
-                by_student[w.name] += grades_for(w.name, t, None, None, limits,
-                                                 f"no submitted notebook matches {t.name}")
+                by_student[w.name] += grades_for(w.name, t, None, None, f"no submitted notebook matches {t.name}",
+                                                 status="missing")
             elif key in w.unreadable:
-                by_student[w.name] += grades_for(w.name, t, None, None, limits, w.unreadable[key])
+                by_student[w.name] += grades_for(w.name, t, None, None, w.unreadable[key])
             else:
                 tasks.append((w.name, t, key, w.notebooks[key]))
     left = {w.name: sum(1 for task in tasks if task[0] == w.name) for w in students}
@@ -444,8 +444,6 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
 
 def _stop_on_sigterm() -> Callable[[], None]:
     """Turn SIGTERM into KeyboardInterrupt (so the kernels are stopped and nothing is written); return the undo."""
-    import signal
-
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -457,23 +455,23 @@ def _stop_on_sigterm() -> Callable[[], None]:
 
 
 def _stop_all_kernels(scratch_root: Path) -> None:
-    """Kill every kernel still running under ``scratch_root`` (on Ctrl-C), by their working folder."""
+    """Kill every kernel still running under ``scratch_root`` (on Ctrl-C): by its working folder, or
+    by its environment (``HOME`` and ``TMPDIR`` are in its scratch folder), which ``os.chdir`` does not change."""
     proc = Path("/proc")
     if not proc.is_dir():
         return
     root = str(scratch_root.resolve())
+    needle = os.fsencode(root + os.sep)
     for entry in proc.iterdir():
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if os.readlink(entry / "cwd").startswith(root):
-                    os.kill(int(entry.name), 9)
+                if os.readlink(entry / "cwd").startswith(root) or needle in (entry / "environ").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
             except OSError:
                 continue
 
 
 def _require_kernel() -> None:
-    import importlib.util
-
     if os.name != "posix":
         raise LasegError("lasegtut assignments grade runs on Linux or macOS (use WSL on Windows)")
     missing = [m for m in ("jupyter_client", "ipykernel", "zmq") if importlib.util.find_spec(m) is None]

@@ -52,7 +52,7 @@ class CellResult:
     evalue: str = ""
     traceback: str = ""
     output: str = ""
-    reason: str = ""  # for not_run: "timeout" or "died"
+    reason: str = ""  # not_run: "timeout" or "died"; timeout: "killed" when the interrupt did not stop it
     seconds: float = 0.0
 
 
@@ -283,7 +283,8 @@ class _Kernel:
         if reply.get("status") == "ok":
             return CellResult("ok", output=text, seconds=seconds)
         tb = strip_ansi("\n".join(reply.get("traceback", []) or []))
-        return CellResult("error", str(reply.get("ename", "Error")), strip_ansi(str(reply.get("evalue", ""))),
+        evalue = strip_ansi(str(reply.get("evalue", "")))[:lim.output_chars]  # the grader puts it in the feedback
+        return CellResult("error", str(reply.get("ename", "Error")), evalue,
                           traceback=tb[-lim.output_chars:], output=text, seconds=seconds)
 
     def close(self) -> int | None:

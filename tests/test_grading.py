@@ -17,6 +17,7 @@ import pytest
 from lasegtut.assignments import build_student_notebooks
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
+from lasegtut.exercises import _main as exercises_main
 from lasegtut.exercises import assemble, load_teacher_notebooks, match_cells, tag_notebook, teacher_notebook
 from lasegtut.grading import exercise_status, feedback_markdown, grade_class, Grade
 from lasegtut.kernel_run import CellResult, RunLimits, RunReport, run_cells
@@ -138,6 +139,12 @@ def test_tag_notebook_adds_nbgrader_metadata_only():
     assert tag_notebook(nb) == 0  # idempotent: a teacher's own points are kept
 
 
+def test_tag_command_reports_a_bad_file_in_one_line(tmp_path, capsys):
+    assert exercises_main(["tag", str(tmp_path / "missing.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lasegtut.exercises: error: ") and len(err.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- matching and assembling
 def test_assemble_runs_teacher_checks_in_teacher_order(course):
     _, stub = course
@@ -195,7 +202,7 @@ def test_exercise_status(course, answer, check, status):
     run = assemble(teacher_notebook(TEACHER, "hw.ipynb"), course[1]["cells"])
     cells = [CellResult("ok") for _ in run.sources]
     cells[run.answer_pos["ex1"][0]], cells[run.check_pos["ex1"]] = answer, check
-    assert exercise_status(run, RunReport(cells, note="n"), "ex1", FAST)[0] == status
+    assert exercise_status(run, RunReport(cells, note="n"), "ex1")[0] == status
 
 
 def test_feedback_shows_status_and_failing_message():
@@ -223,6 +230,12 @@ def test_run_cells_limits(tmp_path):
     assert "output lost" in r.cells[5].output and r.cells[6].output == "after\n"  # a new output channel
     assert len(r.cells[7].output) < 1100 and "more characters of output not kept" in r.cells[7].output
     assert r.cells[10].reason == "died" and "exited" in r.note
+
+
+def test_run_cells_caps_an_error_message(tmp_path):
+    r = run_cells(["raise ValueError('v' * 100_000)"], tmp_path / "s", RunLimits(output_chars=1000),
+                  landlock_abi=landlock_abi())
+    assert r.cells[0].ename == "ValueError" and r.cells[0].evalue == "v" * 1000
 
 
 def test_run_cells_kills_a_cell_that_ignores_interrupts(tmp_path):
@@ -466,3 +479,47 @@ def test_stopping_the_grader_stops_its_kernels(course, tmp_path, sig, rc):
         time.sleep(0.2)
     assert _processes_mentioning(str(scratch)) == []
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_sigterm_stops_a_kernel_that_left_its_scratch_folder(course, tmp_path):
+    """A kernel found by its working folder alone would escape by os.chdir and keep the grader waiting."""
+    import subprocess
+    import sys
+    import time
+
+    teacher, stub = course
+    write(tmp_path / "subs" / "ann.ipynb", with_sources(stub, a1="import os\nos.chdir('/')\nwhile True:\n    pass"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "lasegtut", "assignments", "grade", str(tmp_path / "subs"),
+                             "--out", str(tmp_path / "out"), "--source", str(teacher), "--quiet"],
+                            env=dict(os.environ, TMPDIR=str(scratch)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def kernel_left_its_folder() -> bool:
+        for p in _processes_mentioning(str(scratch)):
+            try:
+                if "ipykernel" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") and \
+                        os.readlink(f"/proc/{p}/cwd") == "/":
+                    return True
+            except OSError:
+                pass
+        return False
+
+    try:
+        deadline = time.monotonic() + 60
+        while not kernel_left_its_folder():
+            assert time.monotonic() < deadline and proc.poll() is None, "no kernel left its folder"
+            time.sleep(0.2)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)  # not the cell's 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "lasegtut assignments: interrupted"
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(scratch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(scratch)) == []
