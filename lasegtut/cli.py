@@ -138,20 +138,18 @@ def _evaluate_folders(args: argparse.Namespace) -> int:
 
 def cmd_volume(args: argparse.Namespace) -> int:
     from .data import load_mask
-    from .volume import bsa_mosteller, grade_lavi, lavi, volume_ml
+    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_ml
 
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
-    from .inference import PLAUSIBLE_ML
 
     mask, spacing, _ = load_mask(args.mask)
     if not mask.any():
         raise LasegError(f"{args.mask} is empty: there is no atrium to measure or grade")
     out = {"volume_ml": volume_ml(mask, spacing)}
-    lo, hi = PLAUSIBLE_ML
-    if not lo <= out["volume_ml"] <= hi and args.height_cm is not None:
-        raise LasegError(f"{out['volume_ml']:.1f} mL is outside any adult left atrium ({lo:.0f}-{hi:.0f} mL): "
-                         "not graded; check the mask")
+    why = implausible(out["volume_ml"])
+    if why is not None and args.height_cm is not None:
+        raise LasegError(f"{why}: not graded; check the mask")
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)

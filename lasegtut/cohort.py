@@ -36,7 +36,7 @@ from .evaluation import ROW_KEYS
 from .metrics import score_masks
 from .preprocess import atomic_write
 from .safeio import make_output_dir
-from .volume import bsa_mosteller, grade_lavi, lavi, volume_error_pct, volume_ml
+from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; the last four only with
 #: heights and weights).
@@ -122,7 +122,7 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     from tqdm.auto import tqdm
 
     # torch only where a model runs: `lasegtut evaluate` on folders (evaluate_folders) needs none
-    from .inference import PLAUSIBLE_ML, load_models, predict_volume, resolve_device, write_mask
+    from .inference import load_models, predict_volume, resolve_device, write_mask
 
     scans = list_scans(inputs)
     out = Path(out_dir)
@@ -173,8 +173,8 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                     raise LasegError("no left atrium found (the model's answer is empty)")
                 mask_path = write_mask(mask_ras, original, out / f"{case}.nii.gz")
                 ml = volume_ml(mask_ras, spacing)
-                lo, hi = PLAUSIBLE_ML
-                row.update(status="ok" if lo <= ml <= hi else f"implausible: {ml:.1f} mL is outside {lo:.0f}-{hi:.0f} mL",
+                why = implausible(ml)
+                row.update(status="ok" if why is None else f"implausible: {why}",
                            volume_ml=round(ml, 2), voxels=int(mask_ras.sum()),
                            spacing_mm=" ".join(f"{s:.4g}" for s in spacing), mask=mask_path.name)
                 if case in sizes and row["status"] == "ok":

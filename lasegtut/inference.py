@@ -38,13 +38,8 @@ from .paths import SHIPPED_WEIGHTS
 from .preprocess import (atomic_write, context_indices, paste_window, preprocess_window, resample, reslice, unreslice,
                          window_origin)
 from .safeio import check_output_file
-from .volume import volume_ml
+from .volume import implausible, volume_ml
 from .weightsfile import ModelInfo, load_weights
-
-#: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
-#: labels) outside this range are reported as implausible rather than measured.
-PLAUSIBLE_ML = (10.0, 400.0)
-
 
 #: Models as :func:`load_model` returns them, to average (a :class:`~lasegtut.geometry.Geometry`
 #: may stand for the info).
@@ -408,9 +403,8 @@ def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
                          "that covers the heart?); nothing written")
     write_mask(mask_ras, original, output)
     ml = volume_ml(mask_ras, spacing)  # the same voxels as the written mask, only flipped and transposed
-    lo, hi = PLAUSIBLE_ML
-    status = "ok" if lo <= ml <= hi else (f"implausible: {ml:.1f} mL is outside any adult left atrium "
-                                          f"({lo:.0f}-{hi:.0f} mL); check the mask before using it")
+    why = implausible(ml)
+    status = "ok" if why is None else f"implausible: {why}; check the mask before using it"
     return {
         "output": str(output), "volume_ml": ml, "voxels": int(mask_ras.sum()), "status": status,
         "spacing_mm": [round(s, 4) for s in spacing], "shape": list(original.shape),

@@ -53,6 +53,9 @@ WEIGHT_RANGE_KG = (1.0, 700.0)
 LAVI_CUTOFFS = ((34.0, "normal"), (41.0, "mild"), (48.0, "moderate"))
 #: Every value :func:`grade_lavi` can return, from best to worst.
 LAVI_GRADES = ("normal", "mild", "moderate", "severe")
+#: Left-atrium volumes (mL, pulmonary-vein ostia and appendage trunk included, as in the MSD
+#: labels) outside this range are reported as implausible rather than measured or graded.
+PLAUSIBLE_ML = (10.0, 400.0)
 
 
 def check_spacing(spacing: Sequence[float], ndim: int | None = None) -> tuple[float, ...]:
@@ -105,6 +108,16 @@ def _check_range(value: float, name: str, unit: str, lo: float, hi: float) -> fl
     if not math.isfinite(v) or not lo <= v <= hi:
         raise LasegError(f"{name} {value} {unit} is not plausible: expected {lo:g}-{hi:g} {unit}")
     return v
+
+
+def implausible(volume_ml: float) -> str | None:
+    """Why a left-atrium volume (mL) cannot be trusted, in one line, or None when it lies within
+    :data:`PLAUSIBLE_ML`. ``predict`` writes such a mask but reports it as implausible;
+    ``volume`` and the cohort table never grade it."""
+    lo, hi = PLAUSIBLE_ML
+    if lo <= volume_ml <= hi:
+        return None
+    return f"{volume_ml:.1f} mL is outside any adult left atrium ({lo:.0f}-{hi:.0f} mL)"
 
 
 def bsa_mosteller(height_cm: float, weight_kg: float) -> float:

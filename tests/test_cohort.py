@@ -77,3 +77,37 @@ def test_output_folder_may_not_be_the_scans_folder(cohort, capsys):
     assert main(["predict", str(scans), str(scans)]) == 2
     assert "replace them" in capsys.readouterr().err
     assert sorted(p.name for p in scans.iterdir()) == ["broken.nii.gz", "la_009.nii.gz", "la_020.nii.gz"]
+
+
+def test_an_implausible_volume_is_reported_and_never_graded(tmp_path, monkeypatch):
+    """A mask far smaller than any adult atrium is written but flagged, one scan or a folder, and
+    the folder's table gives it no volume index or grade even with the patient's body size."""
+    import numpy as np
+
+    from lasegtut import inference
+
+    def speck(image, *a, **k):
+        mask = np.zeros(image.shape, np.uint8)
+        mask[150:152, 150:152, 50:52] = 1  # 8 voxels: 0.02 mL
+        return mask
+
+    monkeypatch.setattr(inference, "predict_volume", speck)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SAMPLE / "imagesTr" / "la_009.nii.gz", scans / "la_009.nii.gz")
+    report = inference.predict_file(scans / "la_009.nii.gz", tmp_path / "one.nii.gz", device="cpu")
+    assert report["status"].startswith("implausible: 0.0 mL is outside any adult left atrium")
+    assert (tmp_path / "one.nii.gz").is_file()
+    (tmp_path / "body.csv").write_text("case,height_cm,weight_kg\nla_009,170,70\n")
+    out = tmp_path / "out"
+    assert main(["predict", str(scans), str(out), "--body-sizes", str(tmp_path / "body.csv"), "--device", "cpu"]) == 0
+    row = read(out / "volumes.csv")["la_009"]
+    assert row["status"].startswith("implausible:") and not row.get("grade") and not row.get("lavi_ml_m2")
+
+
+def test_plausible_range():
+    from lasegtut.volume import implausible
+
+    assert implausible(145.9) is None and implausible(10.0) is None and implausible(400.0) is None
+    assert "outside any adult left atrium (10-400 mL)" in implausible(9.9)
+    assert implausible(401.0).startswith("401.0 mL")
