@@ -71,9 +71,18 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
+#: The grader's environment variables a student's kernel may see: what finds Python, its packages,
+#: the locale and the hardware, and the course's own settings (``LASEG_*``). Everything else
+#: (tokens, passwords, cloud keys, the teacher's own paths) stays with the grader.
+KERNEL_ENV_NAMES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONNOUSERSITE",
+                    "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT")
+KERNEL_ENV_PREFIXES = ("LC_", "LASEG_", "CONDA_", "CUDA_", "OMP_", "MKL_", "OPENBLAS_")
+
+
 def kernel_environment(scratch: Path, token: str, threads: int | None = None) -> dict[str, str]:
-    """The kernel's environment: the grader's, with every per-user folder moved into ``scratch``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_", "IPY", "MPL", "KERNEL_"))}
+    """The kernel's environment: only the grader's variables named in :data:`KERNEL_ENV_NAMES` /
+    :data:`KERNEL_ENV_PREFIXES`, with every per-user folder moved into ``scratch``."""
+    env = {k: v for k, v in os.environ.items() if k in KERNEL_ENV_NAMES or k.startswith(KERNEL_ENV_PREFIXES)}
     dirs = {"HOME": "home", "TMPDIR": "tmp", "IPYTHONDIR": "ipython", "MPLCONFIGDIR": "mpl",
             "XDG_CACHE_HOME": "cache", "XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data",
             "JUPYTER_RUNTIME_DIR": "runtime", "JUPYTER_DATA_DIR": "jupyter"}

@@ -244,6 +244,20 @@ def test_run_cells_kills_a_cell_that_ignores_interrupts(tmp_path):
     assert [(c.status, c.reason) for c in r.cells] == [("timeout", "killed"), ("not_run", "timeout")]
 
 
+def test_kernel_sees_no_secrets_of_the_grader(tmp_path, monkeypatch):
+    """A submission could print the grader's environment into its own feedback: it sees only what
+    runs Python and the course's settings, and its home is its scratch folder."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+    monkeypatch.setenv("LASEG_PROFILE", "ci")
+    r = run_cells(["import os\nprint(sorted(os.environ))\nprint(os.environ['LASEG_PROFILE'], os.environ['HOME'])"],
+                  tmp_path / "s", FAST, landlock_abi=landlock_abi())
+    out = r.cells[0].output
+    assert r.cells[0].status == "ok" and "s3cr3t" not in out and "t0ken" not in out
+    assert "AWS_SECRET_ACCESS_KEY" not in out and "GITHUB_TOKEN" not in out
+    assert f"ci {tmp_path / 's'}" in out
+
+
 def _alive_with(marker: str) -> list[int]:
     found = []
     for p in Path("/proc").iterdir():
