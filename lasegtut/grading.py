@@ -21,6 +21,7 @@ with ``force``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -42,6 +43,7 @@ from .assignments import default_source_dir
 from .errors import LasegError
 from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook)
 from .kernel_run import CellResult, RunLimits, RunReport, run_cells
+from .safeio import termination_as_exception
 
 STATUSES = ("correct", "wrong", "missing", "error", "timeout")
 CSV_COLUMNS = ("student", "notebook", "exercise", "status", "points", "max_points")
@@ -390,7 +392,8 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
     bar.update(sum(1 for n in left.values() if n == 0))
     scratch_root = Path(tempfile.mkdtemp(prefix="lasegtut-grade-"))
     lock = threading.Lock()
-    restore = _stop_on_sigterm()
+    stop = contextlib.ExitStack()
+    stop.enter_context(termination_as_exception())  # SIGTERM: the kernels are stopped, nothing is written
     results: dict[tuple[str, str], list[Grade]] = {}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -414,7 +417,7 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
                 _stop_all_kernels(scratch_root)
                 raise
     finally:
-        restore()
+        stop.close()
         bar.close()
         shutil.rmtree(scratch_root, ignore_errors=True)
 
@@ -440,18 +443,6 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
                 if n.endswith("not graded") or "could not be matched" in n]
     return ClassReport(grades, notes, out / "grades.csv", feedback, sandbox.describe(abi), warnings,
                        time.monotonic() - t0, runs)
-
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into KeyboardInterrupt (so the kernels are stopped and nothing is written); return the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_all_kernels(scratch_root: Path) -> None:
