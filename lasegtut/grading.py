@@ -439,6 +439,9 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
         used.add(fname)
         _write_atomic(feedback / f"{fname}.md",
                       feedback_markdown(w.name, [g for g in grades if g.student == w.name], notes[w.name]))
+    for stale in feedback.glob("*.md"):  # --force replaces the feedback: none is left for a student no longer here
+        if stale.stem not in used:
+            stale.unlink()
     warnings = [f"{s}: {n}" for s, ns in notes.items() for n in ns
                 if n.endswith("not graded") or "could not be matched" in n]
     return ClassReport(grades, notes, out / "grades.csv", feedback, sandbox.describe(abi), warnings,

@@ -392,8 +392,10 @@ def test_cli_grade_and_no_overwrite(course, tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--force" in err
     assert (out / "grades.csv").read_text() == "the teacher's edits"
+    (out / "feedback" / "bob.md").write_text("feedback of a student no longer in the class")
     assert main(argv + ["--force"]) == 0
     assert read_grades(out)[("ann", "ex1")] == ("missing", "0", "2")
+    assert sorted(p.name for p in (out / "feedback").iterdir()) == ["ann.md"]  # replaced, not mixed
 
 
 @pytest.mark.parametrize("extra, needle", [
