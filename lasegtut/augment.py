@@ -59,6 +59,12 @@ class AugmentConfig:
                    elastic_sigma=(base.elastic_sigma[0] * f, base.elastic_sigma[1] * f), **changes)
 
 
+#: The augmentation of the shipped model's recipe (the ``cpu`` and ``gpu`` profiles): the seed's
+#: zoom, rotation and elastic warp, then a random gamma drawn in [0.7, 1.5] for every slice. Here,
+#: not in :mod:`lasegtut.training`, so that reading it imports neither torch nor Lightning.
+RECIPE_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
+
+
 def build_pipeline(config: AugmentConfig | None = None):
     """The imgaug pipeline (an ``iaa.Sequential``) for ``config`` (default: the seed course's):
     ``Affine``, then ``ElasticTransformation`` (if ``elastic``), then ``RandomGamma`` (if ``gamma``)."""

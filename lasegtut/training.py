@@ -43,7 +43,7 @@ import pytorch_lightning as pl
 import torch
 
 from . import __version__
-from .augment import AugmentConfig
+from .augment import RECIPE_AUGMENTATION, AugmentConfig
 from .data import MSD_SIZE, VALIDATION_CASES, list_cases, resolve_data_dir
 from .dataset import LADataModule
 from .errors import LasegError
@@ -139,12 +139,12 @@ PROFILES: dict[str, Profile] = {
                   empty_fraction=0.2, log_every_n_steps=2, context=1, context_stride=2),
     "cpu": Profile("cpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=16, epochs=22,
                    lr=1e-3, empty_fraction=0.3, num_workers=1, accelerator="cpu", devices=1,
-                   context=2, context_stride=2, augment_config=AugmentConfig(gamma=(0.7, 1.5)),
+                   context=2, context_stride=2, augment_config=RECIPE_AUGMENTATION,
                    slice_axis=0),
     "gpu": Profile("gpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=64, epochs=400,
                    lr=2e-3, empty_fraction=0.3, num_workers=0, precision="bf16-mixed",
                    accelerator="gpu", devices="auto", strategy="auto", context=2, context_stride=2,
-                   augment_config=AugmentConfig(gamma=(0.7, 1.5)), slice_axis=0, on_device=True,
+                   augment_config=RECIPE_AUGMENTATION, slice_axis=0, on_device=True,
                    channels_last=True, select="last", val_every=10, log_every_n_steps=20),
 }
 

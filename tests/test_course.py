@@ -25,6 +25,44 @@ def run_python(code: str) -> str:
     return out.stdout
 
 
+def notebook_imports(path) -> list[str]:
+    """Every module a notebook's code cells import (``import a.b``, ``from a.b import c``: a.b and a.b.c)."""
+    import ast
+    import json
+
+    mods: set[str] = set()
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        src = "\n".join(line for line in "".join(cell["source"]).splitlines()
+                        if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Import):
+                mods |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mods |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return sorted(mods)
+
+
+@pytest.mark.parametrize("name", ["01_anatomy", "02_data_exploration", "03_preprocessing", "04_augmentation"])
+def test_notebooks_without_a_model_never_load_torch(name):
+    """torch and Lightning cost a kernel about 300 MiB, and Binder gives a whole session 2 GB: the
+    notebooks that run no network import nothing that loads them (notebook 04 once did, to read
+    one constant from lasegtut.training)."""
+    mods = notebook_imports(REPO / "notebooks" / f"{name}.ipynb")
+    assert any(m.startswith("lasegtut") for m in mods)
+    out = run_python(f"""
+        import importlib, sys
+        for m in {mods!r}:
+            try:
+                importlib.import_module(m)
+            except ImportError:  # a name imported from a module, or google.colab
+                pass
+        print(sorted(m for m in ("torch", "pytorch_lightning", "lightning") if m in sys.modules))
+    """)
+    assert out.strip() == "[]", f"{name} loads {out.strip()}"
+
+
 def test_skeleton_loads_no_heavy_package():
     """print_versions + notebook_config, as every notebook's first cells call them, on a machine
     without a GPU driver: nothing heavy is imported, and the versions are still printed."""

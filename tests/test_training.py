@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import SAMPLE
+from lasegtut.augment import RECIPE_AUGMENTATION
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
 from lasegtut.inference import load_model
@@ -79,6 +80,8 @@ def test_profiles():
     # the gpu recipe trains the shipped network on the same input, so its model runs as fast on a laptop
     assert gpu.model_config() == cpu.model_config() and gpu.geometry() == cpu.geometry()
     assert gpu.on_device and gpu.select == "last" and "16" in gpu.precision and gpu.epochs > 10 * cpu.epochs
+    # notebook 04 shows augment.RECIPE_AUGMENTATION as the shipped recipe's augmentation (without importing torch)
+    assert cpu.augment_config == gpu.augment_config == RECIPE_AUGMENTATION
     with pytest.raises(LasegError, match="unknown profile"):
         get_profile("tpu")
     if not torch.cuda.is_available():
