@@ -212,8 +212,8 @@ def _cut_off(mask: np.ndarray, origin: tuple[int, int], shape: tuple[int, ...]) 
     """True when the atrium found in a window (its largest component: a stray speck near an edge
     does not count) is empty, or comes within ``size / 16`` voxels (10 for the shipped model:
     12.5 mm) of a window edge beyond which the image goes on, so that part of it may lie outside.
-    (In the MSD training scans every atrium keeps 25 mm or more from the edges of the centred
-    window, so a native scan never takes the second pass.)"""
+    (In the 18 MSD scans at hand every label keeps 19 voxels, about 24 mm, or more from the edges
+    of the centred window, so a native scan never takes the second pass.)"""
     if not mask.any():
         return True
     mask = largest_component(mask.astype(np.uint8)).astype(bool)
