@@ -117,11 +117,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_folders(args: argparse.Namespace) -> int:
-    from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders
+    from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders, list_scans
     from .evaluation import format_table
+    from .safeio import check_output_file
 
     if not (Path(args.pred).is_dir() and Path(args.label).is_dir()):
         raise LasegError("give two folders (predictions, labels) or two mask files")
+    if args.out:  # before the work: never a mask or label, an existing table only with --force
+        check_output_file(args.out, force=args.force, what="--out",
+                          inputs=[*list_scans([args.pred]), *list_scans([args.label])])
     rows, summary = evaluate_folders(args.pred, args.label)
     print(format_table(rows, SCORE_COLUMNS, summary=False, digits={"hd95_mm": 2, "assd_mm": 2}))
     means = "  ".join(f"{k} {v['mean']:.3f} (SD {v['sd']:.3f})" for k, v in summary.items()
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("pred", help="predicted mask (NIfTI), or a folder of them")
     sp.add_argument("label", help="reference mask (NIfTI) on the same grid, or a folder (same case names)")
     sp.add_argument("--out", help="with folders: write the per-case table to this CSV")
+    sp.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("volume", cmd_volume, "left-atrium volume (mL), and with height and weight the volume index and grade")
