@@ -164,6 +164,26 @@ def test_a_resampled_scan_larger_than_the_free_memory_is_refused(capsys, monkeyp
     inference.check_resampled_size((64, 64, 32), (1.25, 1.25, 1.37), (1.25, 1.25, 1.37))  # 10 MB: fits
 
 
+@pytest.mark.parametrize("command", ["predict", "volume", "evaluate", "shape"])
+@pytest.mark.parametrize("kind", ["complex", "rgb"])
+def test_complex_or_colour_voxels_are_refused(tmp_path, capsys, command, kind):
+    """Before: complex voxels lost their imaginary part with a numpy ComplexWarning on stderr (two
+    more lines) and a binary-looking complex mask was measured; RGB was 'truncated or corrupt'."""
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    if kind == "complex":
+        arr, needle = mask.astype(np.complex64), "complex voxels (complex64)"
+    else:
+        arr = np.zeros(mask.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        arr["R"], needle = mask, "colour (RGB) voxels"
+    bad = write_nifti(tmp_path / f"{kind}.nii.gz", arr)
+    good = write_nifti(tmp_path / "good.nii.gz", mask)
+    argv = {"predict": ["predict", str(bad), str(tmp_path / "o.nii.gz")], "volume": ["volume", str(bad)],
+            "evaluate": ["evaluate", str(bad), str(good)], "shape": ["shape", str(bad)]}[command]
+    refused(capsys, main(argv), needle)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
 # ----------------------------------------------------------------------------- headers nibabel would guess (section 1)
 def _with_pixdim_zero(path: Path, array: np.ndarray) -> Path:
     """A .nii whose sform says 1.25 x 1.25 x 1.37 mm but whose pixdim is 0 (nibabel makes it 1 mm)."""
