@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,8 +22,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _json_safe(obj):
+    """``obj`` with every infinite or NaN float (no surface distance, no volume error) made None:
+    JSON has no Infinity or NaN, and strict parsers refuse them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, sort_keys=True))
+    print(json.dumps(_json_safe(obj), sort_keys=True, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------- commands

@@ -215,12 +215,13 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) 
         m = score_masks(pred, lab, sp_l, pred_spacing=sp_p)
         rows.append({"case": case, **m, "volume_error_pct": volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])})
     summary = {}
-    for key in SCORE_COLUMNS[1:]:
-        vals = np.array([r[key] for r in rows], dtype=float)
-        worst_of = vals if key not in ("dice", "iou") else -vals
-        if key == "volume_error_pct":
-            worst_of = np.abs(vals)
-        summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                        "worst": rows[int(np.nanargmax(worst_of))]["case"]}
+    with np.errstate(invalid="ignore"):  # an empty mask's infinite distances give an SD of nan, not a RuntimeWarning
+        for key in SCORE_COLUMNS[1:]:
+            vals = np.array([r[key] for r in rows], dtype=float)
+            worst_of = vals if key not in ("dice", "iou") else -vals
+            if key == "volume_error_pct":
+                worst_of = np.abs(vals)
+            summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                            "worst": rows[int(np.nanargmax(worst_of))]["case"]}
     summary["mean_abs_volume_error_pct"] = float(np.mean([abs(r["volume_error_pct"]) for r in rows]))
     return rows, summary
