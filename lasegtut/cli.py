@@ -119,6 +119,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mask_pair
     from .metrics import score_masks
 
+    if args.out:
+        raise LasegError("--out (a per-case table) is for two folders; for two masks use --json")
     pred, label, sp_p, sp_l = load_mask_pair(args.pred, args.label)
     m = score_masks(pred, label, sp_l, pred_spacing=sp_p)
     print(f"Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  HD95 {m['hd95_mm']:.2f} mm  "
