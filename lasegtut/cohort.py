@@ -86,9 +86,16 @@ def read_body_sizes(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
     out = {}
     for i, r in enumerate(rows, start=2):
         try:
-            out[r["case"].strip()] = (float(r["height_cm"]), float(r["weight_kg"]))
+            case, size = r["case"].strip(), (float(r["height_cm"]), float(r["weight_kg"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise LasegError(f"{path} line {i}: need the columns case,height_cm,weight_kg with numbers") from None
+        if case in out:  # which line is right? never pick one silently
+            raise LasegError(f"{path} line {i}: case {case} is given twice; keep one line per case")
+        try:  # before any scan is segmented: a height in metres, a weight in pounds
+            bsa_mosteller(*size)
+        except LasegError as e:
+            raise LasegError(f"{path} line {i} ({case}): {e}") from None
+        out[case] = size
     return out
 
 

@@ -100,6 +100,24 @@ def test_evaluate_folders_json_is_strict_json_with_an_empty_mask(tmp_path, capsy
     assert result["summary"]["dice"]["mean"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("lines, needle", [
+    ("la_009,170,70\nla_009,182,95\n", "line 3: case la_009 is given twice"),
+    ("la_009,1.70,70\n", "line 2 (la_009): height 1.7 cm is not plausible"),
+    ("la_009,170,700000\n", "weight 700000.0 kg is not plausible")])
+def test_body_sizes_are_checked_before_any_scan(tmp_path, capsys, no_voxels_read, lines, needle):
+    """Before: a case given twice silently took its last line (another patient's index and grade);
+    a height in metres was found only after the scan was segmented and its mask written (row 'error')."""
+    from conftest import refused
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SAMPLE / "imagesTr" / "la_009.nii.gz", scans / "la_009.nii.gz")
+    (tmp_path / "body.csv").write_text("case,height_cm,weight_kg\n" + lines)
+    refused(capsys, main(["predict", str(scans), str(tmp_path / "out"), "--body-sizes", str(tmp_path / "body.csv"),
+                          "--device", "cpu"]), needle)
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_folder_may_not_be_the_scans_folder(cohort, capsys):
     tmp, scans, out, _ = cohort
     assert main(["predict", str(scans), str(scans)]) == 2
