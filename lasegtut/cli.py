@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,8 +22,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _json_safe(obj):
+    """``obj`` with every infinite or NaN float (no surface distance, no volume error) made None:
+    JSON has no Infinity or NaN, and strict parsers refuse them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, sort_keys=True))
+    print(json.dumps(_json_safe(obj), sort_keys=True, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -106,6 +119,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mask_pair
     from .metrics import score_masks
 
+    if args.out:
+        raise LasegError("--out (a per-case table) is for two folders; for two masks use --json")
     pred, label, sp_p, sp_l = load_mask_pair(args.pred, args.label)
     m = score_masks(pred, label, sp_l, pred_spacing=sp_p)
     print(f"Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  HD95 {m['hd95_mm']:.2f} mm  "
@@ -117,11 +132,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_folders(args: argparse.Namespace) -> int:
-    from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders
+    from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders, list_scans
     from .evaluation import format_table
+    from .safeio import check_output_file
 
     if not (Path(args.pred).is_dir() and Path(args.label).is_dir()):
         raise LasegError("give two folders (predictions, labels) or two mask files")
+    if args.out:  # before the work: never a mask or label, an existing table only with --force
+        check_output_file(args.out, force=args.force, what="--out",
+                          inputs=[*list_scans([args.pred]), *list_scans([args.label])])
     rows, summary = evaluate_folders(args.pred, args.label)
     print(format_table(rows, SCORE_COLUMNS, summary=False, digits={"hd95_mm": 2, "assd_mm": 2}))
     means = "  ".join(f"{k} {v['mean']:.3f} (SD {v['sd']:.3f})" for k, v in summary.items()
@@ -290,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("pred", help="predicted mask (NIfTI), or a folder of them")
     sp.add_argument("label", help="reference mask (NIfTI) on the same grid, or a folder (same case names)")
     sp.add_argument("--out", help="with folders: write the per-case table to this CSV")
+    sp.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("volume", cmd_volume, "left-atrium volume (mL), and with height and weight the volume index and grade")

@@ -86,9 +86,16 @@ def read_body_sizes(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
     out = {}
     for i, r in enumerate(rows, start=2):
         try:
-            out[r["case"].strip()] = (float(r["height_cm"]), float(r["weight_kg"]))
+            case, size = r["case"].strip(), (float(r["height_cm"]), float(r["weight_kg"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise LasegError(f"{path} line {i}: need the columns case,height_cm,weight_kg with numbers") from None
+        if case in out:  # which line is right? never pick one silently
+            raise LasegError(f"{path} line {i}: case {case} is given twice; keep one line per case")
+        try:  # before any scan is segmented: a height in metres, a weight in pounds
+            bsa_mosteller(*size)
+        except LasegError as e:
+            raise LasegError(f"{path} line {i} ({case}): {e}") from None
+        out[case] = size
     return out
 
 
@@ -215,12 +222,13 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) 
         m = score_masks(pred, lab, sp_l, pred_spacing=sp_p)
         rows.append({"case": case, **m, "volume_error_pct": volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])})
     summary = {}
-    for key in SCORE_COLUMNS[1:]:
-        vals = np.array([r[key] for r in rows], dtype=float)
-        worst_of = vals if key not in ("dice", "iou") else -vals
-        if key == "volume_error_pct":
-            worst_of = np.abs(vals)
-        summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                        "worst": rows[int(np.nanargmax(worst_of))]["case"]}
+    with np.errstate(invalid="ignore"):  # an empty mask's infinite distances give an SD of nan, not a RuntimeWarning
+        for key in SCORE_COLUMNS[1:]:
+            vals = np.array([r[key] for r in rows], dtype=float)
+            worst_of = vals if key not in ("dice", "iou") else -vals
+            if key == "volume_error_pct":
+                worst_of = np.abs(vals)
+            summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                            "worst": rows[int(np.nanargmax(worst_of))]["case"]}
     summary["mean_abs_volume_error_pct"] = float(np.mean([abs(r["volume_error_pct"]) for r in rows]))
     return rows, summary

@@ -182,7 +182,7 @@ def load_nifti(path: str | os.PathLike, *, what: str = "image", guessed: str = "
 
     Raises:
         LasegError: missing file, not a NIfTI, not 3D, a header without a voxel size or with a
-            singular or self-contradicting geometry, too many voxels.
+            singular or self-contradicting geometry, complex or RGB voxels, too many voxels.
     """
     p = Path(path)
     if not p.is_file():
@@ -200,6 +200,13 @@ def load_nifti(path: str | os.PathLike, *, what: str = "image", guessed: str = "
     elif len(shape) != 3:
         raise LasegError(f"{p} is {len(shape)}D with shape {tuple(shape)}; a 3D volume is needed")
     check_header(img, p, guessed=guessed)
+    stored = img.get_data_dtype()
+    if stored.kind == "c":  # numpy would drop the imaginary part with a ComplexWarning
+        hint = " (e.g. the magnitude image)" if what == "image" else ""
+        raise LasegError(f"{p} holds complex voxels ({stored.name}); give a real-valued {what}{hint}")
+    if stored.kind not in "biuf":  # RGB colour voxels (a structured type): no grey level to read
+        raise LasegError(f"{p} holds {stored.names and 'colour (RGB)' or stored.name} voxels; "
+                         f"give a single-channel (grey-level) {what}")
     n = int(np.prod(img.shape, dtype=np.int64))
     if n > MAX_VOXELS:
         raise LasegError(f"{p} has {n / 1e6:.0f} million voxels {tuple(img.shape)}, more than the "

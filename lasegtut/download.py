@@ -440,7 +440,10 @@ def _extract(archive: Path, dest_dir: Path, *, progress: bool) -> Path:
 # ---------------------------------------------------------------------------- sources
 def _local_source(url: str) -> Path | None:
     """The local path ``url`` names (``file://`` URL or plain path), or None for http(s)."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for an unclosed "["
+        raise LasegError(f"--url {url} is not a valid URL ({_one_line(e)})") from None
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
         return None

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import load_image, load_nifti
+from .data import INFERENCE_BYTES_PER_VOXEL, MAX_VOXELS, available_memory, load_image, load_nifti
 from .errors import LasegError
 from .geometry import Geometry
 from .model import UNet, UNetConfig
 from .orientation import from_ras
 from .paths import SHIPPED_WEIGHTS
-from .preprocess import (atomic_write, context_indices, paste_window, preprocess_window, resample, reslice, unreslice,
-                         window_origin)
+from .preprocess import (atomic_write, context_indices, paste_window, preprocess_window, resample, resampled_shape,
+                         reslice, unreslice, window_origin)
 from .safeio import check_output_file
 from .volume import implausible, volume_ml
 from .weightsfile import ModelInfo, load_weights
@@ -272,6 +272,26 @@ def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 
     return float(cx), float(cy)
 
 
+def check_resampled_size(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> None:
+    """Refuse, before any resampling, a scan that becomes too large at the model's voxel size: more
+    than :data:`lasegtut.data.MAX_VOXELS` voxels, or more memory than is available (e.g. a header
+    with a voxel size of 100 mm, or metres where millimetres were meant).
+
+    Raises:
+        LasegError: one line with the scan's voxel size, the model's, and the grid it would need.
+    """
+    new = resampled_shape(shape, spacing, target)
+    n = int(np.prod(new, dtype=np.float64))
+    have = available_memory()
+    too_many = n > MAX_VOXELS
+    if too_many or (have is not None and n * INFERENCE_BYTES_PER_VOXEL > have):
+        limit = (f"more than the {MAX_VOXELS / 1e6:.0f} million lasegtut segments" if too_many else
+                 f"about {n * INFERENCE_BYTES_PER_VOXEL / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB available")
+        raise LasegError(f"a scan of {tuple(shape)} voxels of {' x '.join(f'{s:g}' for s in spacing)} mm becomes "
+                         f"{n / 1e6:.0f} million voxels {new} at the model's "
+                         f"{' x '.join(f'{t:g}' for t in target)} mm, {limit}; is the voxel size in its header right?")
+
+
 def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
                    info: ModelInfo | Geometry | None = None, *,
                    spacing: tuple[float, float, float] | None = None, tta: bool = False,
@@ -315,6 +335,8 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
         if geometry_of(inf).window_size != size or geometry_of(inf).spacing_mm != target:
             raise LasegError("only models trained on the same crop and spacing can be averaged")
     rescale = spacing is not None and any(abs(s / t - 1) > 0.01 for s, t in zip(spacing, target))
+    if rescale:
+        check_resampled_size(image.shape, spacing, target)
     work = resample(image, spacing, target) if rescale else image
     run = dict(tta=tta, batch_size=batch_size, device=device)
     origin = window_origin(work.shape, ((work.shape[0] - 1) / 2 + 0.5, (work.shape[1] - 1) / 2 + 0.5), size)

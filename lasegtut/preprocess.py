@@ -177,6 +177,12 @@ def preprocess_mask(mask: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarra
 
 
 # ----------------------------------------------------------------------------- other grids
+def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
+    """The shape :func:`resample` gives a volume of ``shape`` voxels of ``spacing`` mm at ``target``
+    mm: ``round(shape * spacing / target)``, at least 1 voxel per axis."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+
+
 def resample(volume: np.ndarray, spacing: tuple[float, float, float], target: tuple[float, float, float],
              *, shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """Trilinear resampling of an ``(x, y, z)`` volume from ``spacing`` to about ``target`` mm.
@@ -190,7 +196,7 @@ def resample(volume: np.ndarray, spacing: tuple[float, float, float], target: tu
     import torch.nn.functional as F
 
     if shape is None:
-        shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(volume.shape, spacing, target))
+        shape = resampled_shape(volume.shape, spacing, target)
     if tuple(shape) == tuple(volume.shape):
         return np.asarray(volume, dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]

@@ -151,3 +151,14 @@ def test_volume_needs_both_height_and_weight(capsys, label_path, extra):
 def test_volume_rejects_implausible_height_or_weight(capsys, label_path, height, weight):
     rc, _, err = run(capsys, ["volume", label_path, "--height-cm", height, "--weight-kg", weight])
     assert_one_line_error(rc, err)
+
+
+def test_evaluate_out_with_two_mask_files_is_refused_not_ignored(tmp_path, capsys):
+    """Before: exit 0 and no table written, the --out option silently dropped."""
+    from conftest import refused
+
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    a, b = write_nifti(tmp_path / "a.nii.gz", mask), write_nifti(tmp_path / "b.nii.gz", mask)
+    refused(capsys, main(["evaluate", str(a), str(b), "--out", str(tmp_path / "scores.csv")]), "--out")
+    assert not (tmp_path / "scores.csv").exists()

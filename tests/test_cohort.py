@@ -72,6 +72,52 @@ def test_evaluate_folders_matches_single_evaluations(cohort, capsys):
     assert set(read(tmp / "scores.csv")) == {"la_009", "la_020"}
 
 
+def test_evaluate_folders_json_is_strict_json_with_an_empty_mask(tmp_path, capsys):
+    """An empty label has no surface distance and no volume error: before, the folder's --json line
+    held Infinity and NaN (not JSON; strict parsers refuse it) and numpy printed a RuntimeWarning
+    (two lines on stderr). Now they are null, as for one pair of masks."""
+    import numpy as np
+
+    from conftest import write_nifti
+
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    for folder in ("masks", "labels"):
+        (tmp_path / folder).mkdir()
+        write_nifti(tmp_path / folder / "b.nii.gz", mask)
+    write_nifti(tmp_path / "masks" / "a.nii.gz", mask)
+    write_nifti(tmp_path / "labels" / "a.nii.gz", np.zeros_like(mask))
+    assert main(["evaluate", str(tmp_path / "masks"), str(tmp_path / "labels"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+
+    def no_constant(name):
+        raise ValueError(f"{name} is not JSON")
+    result = json.loads(captured.out.strip().splitlines()[-1], parse_constant=no_constant)
+    a = next(r for r in result["cases"] if r["case"] == "a")
+    assert a["hd95_mm"] is None and a["assd_mm"] is None and a["volume_error_pct"] is None
+    assert result["summary"]["hd95_mm"]["mean"] is None and result["summary"]["hd95_mm"]["worst"] == "a"
+    assert result["summary"]["dice"]["mean"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("lines, needle", [
+    ("la_009,170,70\nla_009,182,95\n", "line 3: case la_009 is given twice"),
+    ("la_009,1.70,70\n", "line 2 (la_009): height 1.7 cm is not plausible"),
+    ("la_009,170,700000\n", "weight 700000.0 kg is not plausible")])
+def test_body_sizes_are_checked_before_any_scan(tmp_path, capsys, no_voxels_read, lines, needle):
+    """Before: a case given twice silently took its last line (another patient's index and grade);
+    a height in metres was found only after the scan was segmented and its mask written (row 'error')."""
+    from conftest import refused
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(SAMPLE / "imagesTr" / "la_009.nii.gz", scans / "la_009.nii.gz")
+    (tmp_path / "body.csv").write_text("case,height_cm,weight_kg\n" + lines)
+    refused(capsys, main(["predict", str(scans), str(tmp_path / "out"), "--body-sizes", str(tmp_path / "body.csv"),
+                          "--device", "cpu"]), needle)
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_folder_may_not_be_the_scans_folder(cohort, capsys):
     tmp, scans, out, _ = cohort
     assert main(["predict", str(scans), str(scans)]) == 2

@@ -455,3 +455,10 @@ def test_official_constants_match_monai():
     source = (Path(spec.submodule_search_locations[0]) / "apps" / "datasets.py").read_text()
     assert f'"Task02_Heart": "{REAL_OFFICIAL_URLS[0]}"' in source
     assert f'"Task02_Heart": "{dl.OFFICIAL_MD5}"' in source
+
+
+def test_a_malformed_url_is_one_line(dest, capsys):
+    """Before: urllib's ValueError ("Invalid IPv6 URL") reached the user as a traceback."""
+    rc, _, err = run_cli(capsys, "--dest", str(dest), "--url", "http://[::1", "--md5", "1" * 32)
+    assert "not a valid URL" in assert_one_line_error(rc, err)
+    assert not dest.exists()

@@ -134,6 +134,56 @@ def test_a_scan_larger_than_the_free_memory_is_refused_before_reading(tmp_path, 
     assert not (tmp_path / "o.nii.gz").exists()
 
 
+@pytest.mark.parametrize("voxel_mm", [100.0, 1e6])
+def test_a_small_scan_of_huge_voxels_is_refused_before_resampling(tmp_path, capsys, monkeypatch, voxel_mm):
+    """32 x 32 x 16 voxels of 100 mm are 7.7 billion voxels at the model's 1.25 mm: before, the
+    resampling asked torch for 30 GB (a RuntimeError traceback, or the machine's memory)."""
+    from lasegtut import inference
+
+    def resample(*args, **kwargs):
+        raise AssertionError("the scan was resampled before the refusal")
+    monkeypatch.setattr(inference, "resample", resample)
+    arr = (np.random.default_rng(0).random((32, 32, 16)) * 1000).astype(np.int16)
+    scan = write_nifti(tmp_path / "coarse.nii.gz", arr, np.diag([voxel_mm] * 3 + [1.0]))
+    err = refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz"), "--device", "cpu"]),
+                  "million voxels")
+    assert "voxel size in its header" in err and "134 million" in err
+    assert not (tmp_path / "o.nii.gz").exists()
+    # a folder: the scan's row says why, the batch goes on
+    assert main(["predict", str(scan), str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "voxel size in its header" in (tmp_path / "out" / "volumes.csv").read_text()
+    assert not (tmp_path / "out" / "coarse.nii.gz").exists()
+
+
+def test_a_resampled_scan_larger_than_the_free_memory_is_refused(capsys, monkeypatch):
+    from lasegtut import inference
+
+    monkeypatch.setattr(inference, "available_memory", lambda: 100 * 2 ** 20)  # 100 MiB free
+    with pytest.raises(data.LasegError, match="GB of memory"):
+        inference.check_resampled_size((64, 64, 32), (10.0, 10.0, 10.96), (1.25, 1.25, 1.37))  # 2.4 GB
+    inference.check_resampled_size((64, 64, 32), (1.25, 1.25, 1.37), (1.25, 1.25, 1.37))  # 10 MB: fits
+
+
+@pytest.mark.parametrize("command", ["predict", "volume", "evaluate", "shape"])
+@pytest.mark.parametrize("kind", ["complex", "rgb"])
+def test_complex_or_colour_voxels_are_refused(tmp_path, capsys, command, kind):
+    """Before: complex voxels lost their imaginary part with a numpy ComplexWarning on stderr (two
+    more lines) and a binary-looking complex mask was measured; RGB was 'truncated or corrupt'."""
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    if kind == "complex":
+        arr, needle = mask.astype(np.complex64), "complex voxels (complex64)"
+    else:
+        arr = np.zeros(mask.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        arr["R"], needle = mask, "colour (RGB) voxels"
+    bad = write_nifti(tmp_path / f"{kind}.nii.gz", arr)
+    good = write_nifti(tmp_path / "good.nii.gz", mask)
+    argv = {"predict": ["predict", str(bad), str(tmp_path / "o.nii.gz")], "volume": ["volume", str(bad)],
+            "evaluate": ["evaluate", str(bad), str(good)], "shape": ["shape", str(bad)]}[command]
+    refused(capsys, main(argv), needle)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
 # ----------------------------------------------------------------------------- headers nibabel would guess (section 1)
 def _with_pixdim_zero(path: Path, array: np.ndarray) -> Path:
     """A .nii whose sform says 1.25 x 1.25 x 1.37 mm but whose pixdim is 0 (nibabel makes it 1 mm)."""

@@ -233,3 +233,36 @@ def test_atomically_written_files_get_the_usual_permissions(tmp_path):
     os.umask(umask)
     atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~umask
+
+
+def test_evaluate_out_never_replaces_a_mask_or_an_existing_table(tmp_path, capsys, no_voxels_read):
+    """Before: `evaluate masks/ labels/ --out masks/la_001.nii.gz` wrote the CSV over the predicted
+    mask, and an existing table was replaced without --force (evaluate had no --force)."""
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    for folder in ("masks", "labels"):
+        (tmp_path / folder).mkdir()
+        write_nifti(tmp_path / folder / "la_001.nii.gz", mask)
+    masks, labels = tmp_path / "masks", tmp_path / "labels"
+    kept = {p: p.read_bytes() for p in (masks / "la_001.nii.gz", labels / "la_001.nii.gz")}
+    (tmp_path / "link.csv").symlink_to(labels / "la_001.nii.gz")
+    for target in (masks / "la_001.nii.gz", labels / "la_001.nii.gz", tmp_path / "link.csv"):
+        refused(capsys, main(["evaluate", str(masks), str(labels), "--out", str(target), "--force"]),
+                "an input is never overwritten")
+    table = tmp_path / "scores.csv"
+    table.write_text("precious\n")
+    refused(capsys, main(["evaluate", str(masks), str(labels), "--out", str(table)]), "use --force")
+    assert table.read_text() == "precious\n"
+    assert all(p.read_bytes() == b for p, b in kept.items())
+
+
+def test_evaluate_out_replaces_a_table_with_force(tmp_path, capsys):
+    mask = np.zeros((8, 8, 4), np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    for folder in ("masks", "labels"):
+        (tmp_path / folder).mkdir()
+        write_nifti(tmp_path / folder / "la_001.nii.gz", mask)
+    table = tmp_path / "scores.csv"
+    table.write_text("old\n")
+    assert main(["evaluate", str(tmp_path / "masks"), str(tmp_path / "labels"), "--out", str(table), "--force"]) == 0
+    assert table.read_text().startswith("case,dice")
