@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -93,12 +94,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                      body_sizes=args.body_sizes, force=args.force, tta=args.tta,
                                      largest_component=not args.no_lcc, progress=not args.json)
         bad = [r for r in rows if r["status"] != "ok"]
-        print(f"wrote {len(rows) - len(bad)} masks and {table} ({len(rows)} scans)")
+        failed = [r for r in bad if r["status"].startswith("error")]
+        print(f"wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
         for r in bad:
             print(f"lasegtut predict: {r['case']}: {r['status']}", file=sys.stderr)
         if args.json:
-            _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad)})
-        return 0
+            _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad), "failed": len(failed)})
+        # every scan was tried; a script still learns that some could not be segmented
+        return 1 if failed else 0
     if args.body_sizes:
         raise LasegError("--body-sizes is for a folder of scans; for one scan use `lasegtut volume MASK --height-cm --weight-kg`")
     report = predict_file(args.input[0], args.output, weights=args.weights, force=args.force,
@@ -169,6 +172,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     why = implausible(out["volume_ml"])
     if why is not None and args.height_cm is not None:
         raise LasegError(f"{why}: not graded; check the mask")
+    if why is not None:  # measured, but said: a toy mask, or a header whose voxel size is wrong
+        warnings.warn(f"{why}; check the mask and the voxel size in its header", LasegWarning)
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)
@@ -363,7 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error prints one line on stderr and returns 2; Ctrl-C returns 130
     and SIGTERM 143, each after one line and after temporary files are removed; a
     :class:`~lasegtut.errors.LasegWarning` is one line on stderr too."""
-    import warnings
 
     from .safeio import Terminated, termination_as_exception
 

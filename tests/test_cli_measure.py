@@ -129,6 +129,19 @@ def test_volume_json(capsys, label_path):
     assert report["volume_ml"] == pytest.approx(volume_ml(ball(15.0), SPACING))
 
 
+def test_volume_of_an_implausible_mask_is_measured_with_a_warning(capsys, tmp_path):
+    """A volume no adult atrium has (here a voxel size in the wrong unit: 1.25 m) is still measured,
+    but said in one warning line; with a body size it is refused (not graded)."""
+    mask = np.zeros((12, 12, 6), np.uint8)
+    mask[4:8, 4:8, 2:4] = 1
+    path = write_nifti(tmp_path / "metres.nii.gz", mask, spacing=(1250.0, 1250.0, 1370.0))
+    rc, out, err = run(capsys, ["volume", path])
+    assert rc == 0 and out[-1].startswith("left-atrium volume: 68500000.0 mL")
+    assert len(err) == 1 and err[0].startswith("lasegtut volume: warning: ") and "outside any adult left atrium" in err[0]
+    rc, _, err = run(capsys, ["volume", path, "--height-cm", "175", "--weight-kg", "70"])
+    assert rc == 2 and "not graded" in err[0]
+
+
 def test_volume_with_height_and_weight_gives_index_and_grade(capsys):
     rc, out, err = run(capsys, ["volume", SAMPLE_LABEL, "--height-cm", "175", "--weight-kg", "70", "--json"])
     assert rc == 0 and err == []

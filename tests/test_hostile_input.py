@@ -149,8 +149,8 @@ def test_a_small_scan_of_huge_voxels_is_refused_before_resampling(tmp_path, caps
                   "million voxels")
     assert "voxel size in its header" in err and "134 million" in err
     assert not (tmp_path / "o.nii.gz").exists()
-    # a folder: the scan's row says why, the batch goes on
-    assert main(["predict", str(scan), str(tmp_path / "out"), "--device", "cpu"]) == 0
+    # a folder: the scan's row says why, the batch goes on, and the exit status says one failed
+    assert main(["predict", str(scan), str(tmp_path / "out"), "--device", "cpu"]) == 1
     assert "voxel size in its header" in (tmp_path / "out" / "volumes.csv").read_text()
     assert not (tmp_path / "out" / "coarse.nii.gz").exists()
 
@@ -224,8 +224,8 @@ def test_orientation_left_to_a_guess_is_refused_for_a_scan(tmp_path, capsys):
 
 def test_orientation_left_to_a_guess_is_one_warning_for_a_mask(tmp_path, capsys):
     """A mask's volume needs only its voxel size (pixdim): measured, with one warning line."""
-    mask = np.zeros((32, 32, 8), np.uint8)
-    mask[8:24, 8:24, 2:6] = 1
+    mask = np.zeros((48, 48, 12), np.uint8)
+    mask[4:44, 4:44, 1:11] = 1  # 34 mL: a plausible atrium, so the guess is the only warning
     path = _codes_zero(tmp_path / "mask.nii.gz", mask)
     assert main(["volume", str(path), "--json"]) == 0
     out, err = capsys.readouterr()
