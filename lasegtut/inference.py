@@ -272,6 +272,25 @@ def locate_heart(work: np.ndarray, members: Members, size: int, *, every: int = 
     return float(cx), float(cy)
 
 
+#: The least extent (mm) a scan must cover on every axis to hold a left atrium (an adult's is
+#: about 30-60 mm across); less means a slab, a crop, or a voxel size in the wrong unit.
+MIN_EXTENT_MM = 20.0
+
+
+def check_extent(shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
+    """Refuse a scan that covers less than :data:`MIN_EXTENT_MM` along an axis (``shape`` voxels of
+    ``spacing`` mm): no atrium fits in it (e.g. a voxel size of 0.001 mm in the header).
+
+    Raises:
+        LasegError: one line with the scan's extent in mm.
+    """
+    extent = [n * s for n, s in zip(shape, spacing)]
+    if min(extent) < MIN_EXTENT_MM:
+        raise LasegError(f"the scan covers only {' x '.join(f'{e:.3g}' for e in extent)} mm, too little to hold "
+                         f"a left atrium (at least {MIN_EXTENT_MM:g} mm on every axis); "
+                         "is the voxel size in its header right?")
+
+
 def check_resampled_size(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> None:
     """Refuse, before any resampling, a scan that becomes too large at the model's voxel size: more
     than :data:`lasegtut.data.MAX_VOXELS` voxels, or more memory than is available (e.g. a header
@@ -334,6 +353,8 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     for _, inf in members[1:]:
         if geometry_of(inf).window_size != size or geometry_of(inf).spacing_mm != target:
             raise LasegError("only models trained on the same crop and spacing can be averaged")
+    if spacing is not None:
+        check_extent(image.shape, spacing)
     rescale = spacing is not None and any(abs(s / t - 1) > 0.01 for s, t in zip(spacing, target))
     if rescale:
         check_resampled_size(image.shape, spacing, target)

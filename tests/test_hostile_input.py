@@ -360,3 +360,14 @@ def test_assignments_build_with_odd_notebook_metadata(tmp_path, capsys):
     (src / "01_odd.ipynb").write_text(json.dumps({"cells": [], "metadata": [1], "nbformat": 4}))
     refused(capsys, main(["assignments", "build", str(tmp_path / "out"), "--source", str(src)]), "metadata")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("voxel_mm", [0.001, 0.05])
+def test_a_scan_too_small_to_hold_an_atrium_is_refused_with_the_reason(tmp_path, capsys, voxel_mm):
+    """320 x 320 x 100 voxels of 0.001 mm cover 0.3 mm: before, refused as 'no contrast' (the
+    resampled grid was one voxel), the wrong reason."""
+    arr = (np.random.default_rng(0).random((64, 64, 32)) * 1000).astype(np.int16)
+    scan = write_nifti(tmp_path / "tiny.nii.gz", arr, np.diag([voxel_mm] * 3 + [1.0]))
+    err = refused(capsys, main(["predict", str(scan), str(tmp_path / "o.nii.gz"), "--device", "cpu"]),
+                  "too little to hold a left atrium")
+    assert "voxel size in its header" in err and not (tmp_path / "o.nii.gz").exists()
