@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))  # use the repository's lasegtut, installed or not
 
 from lasegtut.data import BUNDLED_SAMPLE  # noqa: E402
 from lasegtut.errors import LasegError  # noqa: E402
+from lasegtut.safeio import json_safe  # noqa: E402
 
 TINY = dict(accelerator="cpu", precision="32-true", epochs=2, limit_train_batches=2, limit_val_batches=2,
             widths=(4, 8, 16, 32, 64), batch_size=4, val_every=1, channels_last=False)
@@ -67,17 +68,6 @@ def worker(args: argparse.Namespace) -> int:
                    cache=args.work / "cache", progress=False, max_minutes=args.minutes, resume=False)
     print(result.describe(), flush=True)
     return 0
-
-
-def _clean(x):
-    """JSON-safe numbers: inf/nan (an empty mask's distances) become None."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def score(members, device) -> dict:
@@ -207,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
         timing[name] = round((time.perf_counter() - t0) / 3, 3)
     figures["predict_seconds_la_014"] = timing
     figures["total_minutes"] = round((time.perf_counter() - t_start) / 60, 2)
-    (args.out / "figures.json").write_text(json.dumps(_clean(figures), indent=1))
-    print(json.dumps(_clean({k: v for k, v in figures.items() if k != "views"}), indent=1))
+    (args.out / "figures.json").write_text(json.dumps(json_safe(figures), indent=1))
+    print(json.dumps(json_safe({k: v for k, v in figures.items() if k != "views"}), indent=1))
     return 0 if not failed else 1
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import LasegError, LasegWarning
+from .safeio import Terminated, check_output_file, json_safe, termination_as_exception
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,20 +23,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _json_safe(obj):
-    """``obj`` with every infinite or NaN float (no surface distance, no volume error) made None:
-    JSON has no Infinity or NaN, and strict parsers refuse them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _print_json(obj: dict) -> None:
-    print(json.dumps(_json_safe(obj), sort_keys=True, allow_nan=False))
+    print(json.dumps(json_safe(obj), sort_keys=True, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -130,14 +118,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"ASSD {m['assd_mm']:.2f} mm")
     print(f"volume: predicted {m['volume_pred_ml']:.1f} mL, label {m['volume_label_ml']:.1f} mL")
     if args.json:
-        _print_json({k: (None if v == float("inf") else v) for k, v in m.items()})
+        _print_json(m)  # an infinite distance (an empty mask) becomes null
     return 0
 
 
 def _evaluate_folders(args: argparse.Namespace) -> int:
     from .cohort import SCORE_COLUMNS, _write_csv, evaluate_folders, list_scans
     from .evaluation import format_table
-    from .safeio import check_output_file
 
     if not (Path(args.pred).is_dir() and Path(args.label).is_dir()):
         raise LasegError("give two folders (predictions, labels) or two mask files")
@@ -368,9 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error prints one line on stderr and returns 2; Ctrl-C returns 130
     and SIGTERM 143, each after one line and after temporary files are removed; a
     :class:`~lasegtut.errors.LasegWarning` is one line on stderr too."""
-
-    from .safeio import Terminated, termination_as_exception
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

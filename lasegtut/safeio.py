@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -24,6 +25,18 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import LasegError
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` (dicts, lists, tuples, numbers) with every infinite or NaN float (no surface distance,
+    no volume error) made None: JSON has no Infinity or NaN, and strict parsers refuse them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
