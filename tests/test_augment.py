@@ -104,7 +104,9 @@ def test_stack_of_slices_gets_one_warp(pair):
     out, m = Augmenter()(stack, msk, 11)
     single, m1 = Augmenter()(img, msk, 11)
     assert out.shape == stack.shape and out.dtype == np.float32
-    np.testing.assert_array_equal(out[0], single)
+    # One warp for the whole stack: channel 0 is the single slice's warp up to float rounding (OpenCV's
+    # remap may vectorise a stack and a single slice differently: 1e-9 apart with opencv-python 5.1).
+    np.testing.assert_allclose(out[0], single, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(m, m1)
     assert ((out[2] > 0.5) == (m > 0)).mean() > 0.995  # the mask-channel still lies on the mask
 
