@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lasegtut.assignments import build_student_notebooks, default_source_dir
-from lasegtut.grading import grade_class
-from lasegtut.sandbox import describe, landlock_abi
+from lasegtut.classroom.assignments import build_student_notebooks, default_source_dir
+from lasegtut.classroom.grading import grade_class
+from lasegtut.classroom.sandbox import describe, landlock_abi
 
 
 def main() -> None:

@@ -204,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_assignments(args: argparse.Namespace) -> int:
     if args.action == "grade":
         return cmd_assignments_grade(args)
-    from .assignments import build_student_notebooks
+    from .classroom.assignments import build_student_notebooks
 
     written = build_student_notebooks(args.source, args.out_dir, force=args.force)
     print(f"wrote {len(written)} student notebooks to {args.out_dir}")
@@ -212,8 +212,8 @@ def cmd_assignments(args: argparse.Namespace) -> int:
 
 
 def cmd_assignments_grade(args: argparse.Namespace) -> int:
-    from .grading import grade_class
-    from .kernel_run import RunLimits
+    from .classroom.grading import grade_class
+    from .classroom.kernel_run import RunLimits
 
     for name, value in (("--timeout", args.timeout), ("--cell-timeout", args.cell_timeout),
                         ("--memory-gb", args.memory_gb)):

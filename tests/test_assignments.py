@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NOTEBOOKS
-from lasegtut.assignments import build_student_notebooks, strip_solutions, student_notebook
+from lasegtut.classroom.assignments import build_student_notebooks, strip_solutions, student_notebook
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lasegtut.assignments import BEGIN_SOLUTION, student_notebook
+from lasegtut.classroom.assignments import BEGIN_SOLUTION, student_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: References every notebook cites (the data), and those cited where the notebook uses the idea.

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from lasegtut.assignments import build_student_notebooks
+from lasegtut.classroom.assignments import build_student_notebooks
 from lasegtut.cli import main
 from lasegtut.errors import LasegError
-from lasegtut.exercises import _main as exercises_main
-from lasegtut.exercises import assemble, load_teacher_notebooks, match_cells, tag_notebook, teacher_notebook
-from lasegtut.grading import exercise_status, feedback_markdown, grade_class, Grade
-from lasegtut.kernel_run import CellResult, RunLimits, RunReport, run_cells
-from lasegtut.sandbox import landlock_abi
+from lasegtut.classroom.exercises import _main as exercises_main
+from lasegtut.classroom.exercises import assemble, load_teacher_notebooks, match_cells, tag_notebook, teacher_notebook
+from lasegtut.classroom.grading import exercise_status, feedback_markdown, grade_class, Grade
+from lasegtut.classroom.kernel_run import CellResult, RunLimits, RunReport, run_cells
+from lasegtut.classroom.sandbox import landlock_abi
 
 pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
@@ -142,7 +142,7 @@ def test_tag_notebook_adds_nbgrader_metadata_only():
 def test_tag_command_reports_a_bad_file_in_one_line(tmp_path, capsys):
     assert exercises_main(["tag", str(tmp_path / "missing.ipynb")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lasegtut.exercises: error: ") and len(err.strip().splitlines()) == 1
+    assert err.startswith("lasegtut.classroom.exercises: error: ") and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- matching and assembling

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import NOTEBOOKS
-from lasegtut.assignments import build_student_notebooks
-from lasegtut.exercises import cell_source, load_teacher_notebooks, match_cells, nbgrader_meta, teacher_notebook
-from lasegtut.grading import grade_class
-from lasegtut.kernel_run import RunLimits
+from lasegtut.classroom.assignments import build_student_notebooks
+from lasegtut.classroom.exercises import cell_source, load_teacher_notebooks, match_cells, nbgrader_meta, teacher_notebook
+from lasegtut.classroom.grading import grade_class
+from lasegtut.classroom.kernel_run import RunLimits
 
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
 N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 1, "05": 2, "06": 2, "07": 3}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NOTEBOOKS
-from lasegtut.assignments import BEGIN_SOLUTION, MARKDOWN_STUB, student_notebook
+from lasegtut.classroom.assignments import BEGIN_SOLUTION, MARKDOWN_STUB, student_notebook
 
 MISSING = {"NameError", "NotImplementedError"}
 

@@ -1,6 +1,6 @@
 """Confine a grading kernel: a memory cap, a file-size cap, and (Linux) a Landlock sandbox.
 
-``python -m lasegtut.sandbox CONFIG_JSON -- COMMAND ...`` applies the limits described by
+``python -m lasegtut.classroom.sandbox CONFIG_JSON -- COMMAND ...`` applies the limits described by
 ``CONFIG_JSON`` to itself and then replaces itself with ``COMMAND`` (the Jupyter kernel), so the
 kernel and everything it starts inherit them:
 
@@ -147,10 +147,10 @@ def apply_limits(memory_bytes: int | None, file_bytes: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lasegtut.sandbox CONFIG_JSON -- COMMAND ...``: confine this process, then exec COMMAND."""
+    """``python -m lasegtut.classroom.sandbox CONFIG_JSON -- COMMAND ...``: confine this process, then exec COMMAND."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m lasegtut.sandbox CONFIG_JSON -- COMMAND ...", file=sys.stderr)
+        print("usage: python -m lasegtut.classroom.sandbox CONFIG_JSON -- COMMAND ...", file=sys.stderr)
         return 2
     cfg = json.loads(argv[0])
     command = argv[2:]

@@ -40,8 +40,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from .errors import LasegError
-from .paths import NOTEBOOKS
+from ..errors import LasegError
+from ..paths import NOTEBOOKS
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"

@@ -1,7 +1,7 @@
 """Run a list of code cells, top to bottom, in a fresh and confined Jupyter kernel.
 
 :func:`run_cells` is the grader's engine. One call = one kernel process, started with
-:mod:`lasegtut.sandbox` (memory cap, file-size cap, Landlock where the system has it) in its own
+:mod:`lasegtut.classroom.sandbox` (memory cap, file-size cap, Landlock where the system has it) in its own
 scratch folder, which is its working directory, ``HOME`` and ``TMPDIR``. Each cell gets a time
 limit (the kernel is interrupted, then killed if it does not stop) and the whole run gets one too;
 a cell's kept output is capped, and no single kernel message may exceed a size cap, so a cell that
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LasegError
+from ..errors import LasegError
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_MESSAGE_BYTES = 32 * 2 ** 20  # one kernel message larger than this drops the connection (and the message)
@@ -160,7 +160,7 @@ class _Kernel:
         ports = [conn[k] for k in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")]
         sandbox_cfg = {"scratch": str(scratch), "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
                        "landlock_abi": landlock_abi, "ports": ports, "parent_pid": os.getpid()}
-        cmd = [sys.executable, "-m", "lasegtut.sandbox", json.dumps(sandbox_cfg), "--",
+        cmd = [sys.executable, "-m", "lasegtut.classroom.sandbox", json.dumps(sandbox_cfg), "--",
                sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"]
         work = scratch / "work"
         work.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@
 platform: one sub-folder per student holding their notebooks, or one ``.ipynb`` per student (the
 student is the folder's or the file's name). Each submitted notebook is matched to a teacher
 notebook (by its cells' ids and nbgrader ``grade_id``, else by file name), assembled with the
-teacher's own check cells (:mod:`lasegtut.exercises`) and executed top to bottom in its own
-confined kernel (:mod:`lasegtut.kernel_run`, :mod:`lasegtut.sandbox`). Each exercise gets one
+teacher's own check cells (:mod:`lasegtut.classroom.exercises`) and executed top to bottom in its own
+confined kernel (:mod:`lasegtut.classroom.kernel_run`, :mod:`lasegtut.classroom.sandbox`). Each exercise gets one
 status:
 
 ``correct``   the answer ran and the teacher's check cell passed;
@@ -40,10 +40,10 @@ from typing import Any, Callable
 
 from . import sandbox
 from .assignments import default_source_dir
-from .errors import LasegError
+from ..errors import LasegError
 from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook)
 from .kernel_run import CellResult, RunLimits, RunReport, run_cells
-from .safeio import termination_as_exception
+from ..safeio import termination_as_exception
 
 STATUSES = ("correct", "wrong", "missing", "error", "timeout")
 CSV_COLUMNS = ("student", "notebook", "exercise", "status", "points", "max_points")

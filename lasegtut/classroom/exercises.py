@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, _notebooks_in, strip_solutions
-from .errors import LasegError
+from ..errors import LasegError
 
 #: A submitted notebook larger than this is refused (an answer does not need it; reading it would).
 MAX_NOTEBOOK_BYTES = 100 * 2 ** 20
@@ -298,7 +298,7 @@ def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:
     (``ex<k>_answer``) and the next code cell its check (``ex<k>``, ``points``), the course's
     skeleton; a markdown cell with one (a written answer) becomes a manually graded answer
     (``written<m>``, 0 points: the teacher reads it). Cells that already carry nbgrader metadata are left as they are, so a teacher's
-    points survive. Only ``metadata`` changes. ``python -m lasegtut.exercises tag NB.ipynb ...``
+    points survive. Only ``metadata`` changes. ``python -m lasegtut.classroom.exercises tag NB.ipynb ...``
     does it to files.
     """
     cells = nb["cells"]
@@ -340,7 +340,7 @@ def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:
 def _main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] != "tag":
-        print("usage: python -m lasegtut.exercises tag NOTEBOOK.ipynb ...", file=sys.stderr)
+        print("usage: python -m lasegtut.classroom.exercises tag NOTEBOOK.ipynb ...", file=sys.stderr)
         return 2
     for name in args[1:]:
         path = Path(name)
@@ -351,7 +351,7 @@ def _main(argv: list[str] | None = None) -> int:
                 path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
         except (LasegError, OSError) as e:
-            print(f"lasegtut.exercises: error: {e}", file=sys.stderr)
+            print(f"lasegtut.classroom.exercises: error: {e}", file=sys.stderr)
             return 2
         print(f"{path.name}: {n} cells tagged")
     return 0
