@@ -41,6 +41,12 @@ def test_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Dice" in out and "HD95" in out and "expert label" in out
     assert (tmp_path / "la_020_pred.nii.gz").is_file() and (tmp_path / "la_020_overlay.png").is_file()
+    # the README's main command is rerunnable: demo replaces its own files (and the README says so)
+    (tmp_path / "la_020_pred.nii.gz").write_bytes(b"stale")
+    assert main(["demo", "--case", "la_020", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "la_020_pred.nii.gz").read_bytes()[:2] == b"\x1f\x8b"  # a gzip NIfTI again
+    readme = (REPO / "README.md").read_text()
+    assert "`lasegtut demo` replaces its own two files" in readme
 
 
 def test_demo_unknown_case(tmp_path, capsys):

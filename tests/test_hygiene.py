@@ -76,3 +76,30 @@ def test_readme_model_figures_come_from_the_model_card():
     quoted = _figures(section)
     assert {0.892, 0.9} <= quoted, "the README's model section no longer quotes the headline figures"
     assert quoted <= card, f"figures in the README but not in the model card: {sorted(quoted - card)}"
+
+
+def _imported_modules(path) -> set[str]:
+    """Absolute names of the lasegtut modules one source file imports (relative imports resolved)."""
+    import ast
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return names
+
+
+def test_the_pipeline_never_imports_the_classroom():
+    """Two rooms: lasegtut/classroom/ (student copies, grading) reads the course; the pipeline
+    (data ... volume, plots, widgets) never imports it. Only the command line dispatches to it."""
+    pipeline = [p for p in (REPO / "lasegtut").glob("*.py") if p.name != "cli.py"]
+    assert len(pipeline) > 20
+    offenders = {p.name: sorted(n for n in _imported_modules(p) if n.startswith("lasegtut.classroom"))
+                 for p in pipeline}
+    assert not {k: v for k, v in offenders.items() if v}
+    # the check sees a relative import of the classroom (it is not vacuous)
+    assert "lasegtut.classroom.grading" in _imported_modules(REPO / "lasegtut" / "cli.py")
