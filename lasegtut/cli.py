@@ -206,8 +206,9 @@ def cmd_assignments(args: argparse.Namespace) -> int:
         return cmd_assignments_grade(args)
     from .classroom.assignments import build_student_notebooks
 
-    written = build_student_notebooks(args.source, args.out_dir, force=args.force)
-    print(f"wrote {len(written)} student notebooks to {args.out_dir}")
+    written = build_student_notebooks(args.source, args.out_dir, force=args.force, self_study=args.self_study)
+    print(f"wrote {len(written)} student notebooks ({'self-study' if args.self_study else 'class'} edition) "
+          f"to {args.out_dir}")
     return 0
 
 
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("out_dir", help="folder for the student notebooks")
     b.add_argument("--source", default=None, help="folder of solution notebooks (default: the course's notebooks/)")
     b.add_argument("--force", action="store_true", help="overwrite existing files in OUT_DIR")
+    b.add_argument("--self-study", action="store_true",
+                   help="the self-study edition (as in student/): keep the lesson cells' outputs and add each "
+                        "model answer collapsed under its exercise (default: the class edition, no answers)")
     g = sp_sub.add_parser("grade", help="execute the students' notebooks and grade every exercise",
                           description="Execute each submitted notebook in its own confined kernel, grade every "
                                       "exercise with the teacher's check cells, and write OUT/grades.csv and "

@@ -37,6 +37,9 @@ BUNDLED_SAMPLE = COURSE_ROOT / "data" / "sample"
 DUPLICATE_PAIR = COURSE_ROOT / "data" / "duplicate_pair"
 #: The course notebooks.
 NOTEBOOKS = COURSE_ROOT / "notebooks"
+#: The student edition: what the badges open (generated from NOTEBOOKS by
+#: ``lasegtut assignments build student --self-study --force``; committed, kept in step by a test).
+STUDENT_NOTEBOOKS = COURSE_ROOT / "student"
 #: Where the notebooks train models: ``RUNS / <profile>`` is a ``lasegtut train --out`` folder.
 RUNS = COURSE_ROOT / "runs"
 #: The full Task02_Heart beside the checkout, on this project's own test machines.

@@ -301,8 +301,10 @@ def test_real_notebooks_skeleton():
         first = src(cells[0])
         assert cells[0]["cell_type"] == "markdown" and first.lstrip().startswith("#"), path.name
         assert "colab-badge.svg" in first and "colab.research.google.com/github/" in first, path.name
-        assert f"/blob/main/notebooks/{path.name}" in first, path.name
-        assert "mybinder.org/badge_logo.svg" in first and f"urlpath=lab/tree/notebooks/{path.name}" in first, path.name
+        # the badges open the student edition (answers collapsed), not this teacher notebook
+        assert f"/blob/main/student/{path.name}" in first, path.name
+        assert "mybinder.org/badge_logo.svg" in first and f"urlpath=lab/tree/student/{path.name}" in first, path.name
+        assert "docs/glossary.md" in first and "Shut Down Kernel" in first, path.name
         code = [c for c in cells if c["cell_type"] == "code"]
         setup = src(code[0])
         assert setup.startswith("# Setup:") and '"google.colab" in sys.modules' in setup, path.name

@@ -28,7 +28,10 @@ def test_binder_and_conda_pins_match_pyproject():
     py = major_pins((REPO / "pyproject.toml").read_text(), names)
     assert set(py) == set(names)
     env = (REPO / "environment.yml").read_text()
-    conda = major_pins(env.replace("- pytorch=", "- torch="), names)  # conda-forge names torch "pytorch"
+    conda = major_pins(env.replace("\"pytorch[version='", "torch"), names)  # conda-forge names torch "pytorch"
+    for name in names:  # and the same lower bounds as the package metadata
+        low = re.search(rf"\"{name}>=([\d.]+)", (REPO / "pyproject.toml").read_text()).group(1)
+        assert re.search(rf"{'pytorch.version=.' if name == 'torch' else name}>={re.escape(low)},<", env), name
     binder = major_pins((REPO / "binder" / "requirements.txt").read_text() + "\n"
                         + (REPO / "binder" / "postBuild").read_text(), names)
     assert conda == py, f"environment.yml {conda} vs pyproject.toml {py}"
@@ -55,9 +58,12 @@ def test_readme_badges():
         pytest.skip("README.md does not exist yet")
     text = readme.read_text()
     assert "https://mybinder.org/badge_logo.svg" in text
-    assert "https://mybinder.org/v2/gh/lasegtut/lasegtut/main?urlpath=lab/tree/notebooks" in text
+    assert "https://mybinder.org/v2/gh/lasegtut/lasegtut/main?urlpath=lab/tree/student)" in text
     assert "https://colab.research.google.com/assets/colab-badge.svg" in text
-    assert "https://colab.research.google.com/github/lasegtut/lasegtut/blob/main/notebooks/" in text
+    assert "https://colab.research.google.com/github/lasegtut/lasegtut/blob/main/student/" in text
+    # students meet the student edition: no badge or course-table link opens a teacher notebook
+    assert "blob/main/notebooks/" not in text and "tree/notebooks" not in text
+    assert not re.search(r"\]\(notebooks/\d\d_", text)
 
 
 def _figures(text: str) -> set[float]:
@@ -103,3 +109,20 @@ def test_the_pipeline_never_imports_the_classroom():
     assert not {k: v for k, v in offenders.items() if v}
     # the check sees a relative import of the classroom (it is not vacuous)
     assert "lasegtut.classroom.grading" in _imported_modules(REPO / "lasegtut" / "cli.py")
+
+
+def test_binder_culls_idle_kernels():
+    """Kernels left open on Binder (2 GB a session) are culled when idle; the settings are valid JSON."""
+    import json
+    post = (REPO / "binder" / "postBuild").read_text()
+    body = post.split("<<'JSON'\n", 1)[1].split("\nJSON\n", 1)[0]
+    mkm = json.loads(body)["MappingKernelManager"]
+    assert 0 < mkm["cull_idle_timeout"] <= 1800 and mkm["cull_connected"] is True and mkm["cull_busy"] is False
+    assert "jupyter_server_config.json" in post
+
+
+def test_the_glossary_defines_the_course_words():
+    text = (REPO / "docs" / "glossary.md").read_text()
+    for term in ("RAS / LPS", "Array axis vs anatomical plane", "Slice vs section", "Dice", "IoU", "HD95",
+                 "ASSD", "NSD", "LAVI", "BSA", "2.5D input", "TTA", "Display convention"):
+        assert f"**{term}" in text, term

@@ -27,6 +27,15 @@ harmless metadata (nbgrader's fields, tags, display flags; nothing else of the c
 notebook's), keeps only the attachments that the student version of a cell still shows, and
 finally checks the copy for any marker text or solution line left in metadata or attachments.
 
+Two editions come out of the same teacher notebooks:
+
+- the **class** edition (default; ``lasegtut assignments build OUT``): no answers at all, every
+  output cleared, for a class that is graded;
+- the **self-study** edition (``--self-study``; committed in ``student/``, what the badges open): the
+  same stubs, but the lesson cells keep their outputs (the figures a reader learns from; the cells
+  from the first exercise on are cleared) and each answered cell is followed by a model answer
+  collapsed in a ``<details>`` block, one click away and out of sight until the student asks.
+
 Notebooks are read and written as plain JSON (nbformat 4), so this module needs no dependency.
 """
 from __future__ import annotations
@@ -206,24 +215,96 @@ def _attachment_texts(attachments: dict[str, Any]) -> list[str]:
 def _check_no_leak(cell: dict[str, Any], solution: set[str], where: str) -> None:
     """Refuse a student cell whose metadata or attachments still carry marker text or a solution line."""
     blobs = [json.dumps(cell.get("metadata", {}), ensure_ascii=False)] + _attachment_texts(cell.get("attachments", {}))
+    blobs += [json.dumps(o, ensure_ascii=False) for o in cell.get("outputs", [])]
     for blob in blobs:
         shown = visible_text(blob)
         if _MARKER_TEXT_RE.search(shown) or any(line in shown for line in solution):
             raise LasegError(f"{where}: its metadata or attachments would show solution text to the students")
 
 
-def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[str, Any], int]:
+#: The summary line of a collapsed model answer in the self-study edition.
+ANSWER_SUMMARY = "Model answer (try it yourself first)"
+#: Output types a self-study copy keeps, and the MIME types of their data it keeps (no widget views:
+#: their saved state is dropped, so they would show as errors; no HTML or JavaScript from the teacher's run).
+_KEPT_OUTPUTS = ("stream", "display_data", "execute_result")
+_KEPT_MIME = ("text/plain", "image/png", "image/jpeg", "image/svg+xml")
+
+
+def _solution_blocks(lines: list[str]) -> list[list[str]]:
+    """The lines inside each ``### BEGIN SOLUTION`` block of a (checked) cell, dedented."""
+    blocks: list[list[str]] = []
+    inside = False
+    for line in lines:
+        m = line.strip()
+        if m == BEGIN_SOLUTION:
+            blocks.append([])
+            inside = True
+        elif m == END_SOLUTION:
+            inside = False
+        elif inside:
+            blocks[-1].append(line)
+    out = []
+    for block in blocks:
+        indent = min((len(b) - len(b.lstrip()) for b in block if b.strip()), default=0)
+        out.append([b[indent:] for b in block])
+    return out
+
+
+def answer_cell(kind: str, blocks: list[list[str]], cell_id: str | None) -> dict[str, Any]:
+    """A markdown cell holding ``blocks`` (a cell's solution) in a collapsed ``<details>`` block."""
+    parts = []
+    for block in blocks:
+        body = "\n".join(block).strip("\n")
+        parts.append(f"```python\n{body}\n```" if kind == "code" else body)
+    text = f"<details>\n<summary>{ANSWER_SUMMARY}</summary>\n\n" + "\n\n".join(parts) + "\n\n</details>"
+    cell: dict[str, Any] = {"cell_type": "markdown", "metadata": {"tags": ["model-answer"]},
+                            "source": _to_source(text.splitlines())}
+    if cell_id:
+        cell["id"] = f"{cell_id}-answer"[:64]
+    return cell
+
+
+def _lesson_outputs(outputs: Any) -> list[dict[str, Any]]:
+    """The outputs of a lesson cell a self-study copy keeps: text, images; no widgets, HTML or errors."""
+    kept = []
+    for o in outputs if isinstance(outputs, list) else []:
+        if not isinstance(o, dict) or o.get("output_type") not in _KEPT_OUTPUTS:
+            continue
+        if o["output_type"] == "stream":
+            if o.get("name") in ("stdout", "stderr") and isinstance(o.get("text"), (str, list)):
+                kept.append({"output_type": "stream", "name": o["name"], "text": json.loads(json.dumps(o["text"]))})
+            continue
+        data = o.get("data")
+        if not isinstance(data, dict) or any("widget" in m for m in data):  # a widget's text is only its repr
+            continue
+        data = {m: json.loads(json.dumps(v)) for m, v in data.items() if m in _KEPT_MIME}
+        if not data:
+            continue
+        out = {"output_type": o["output_type"], "data": data, "metadata": {}}
+        if o["output_type"] == "execute_result":
+            out["execution_count"] = None
+        kept.append(out)
+    return kept
+
+
+def student_notebook(nb: dict[str, Any], name: str = "notebook",
+                     self_study: bool = False) -> tuple[dict[str, Any], int]:
     """The student version of a notebook (an nbformat-4 dict, not modified): returns it and its number of exercises.
 
     Solution blocks are replaced and hidden tests removed (see :func:`strip_solutions`) in code,
     markdown and raw cells; outputs, execution counts, saved widget state, unknown metadata and
     attachments the student version no longer shows are dropped; every cell is kept, in order.
+    ``self_study=True`` (the committed student edition): the code cells before the first exercise
+    keep their text and image outputs, and each cell that had a solution is followed by a markdown
+    cell with that solution in a collapsed ``<details>`` block.
     """
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise LasegError(f"{name} is not a Jupyter notebook (no list of cells)")
     solution: set[str] = set()
     students = []
+    answers: list[int] = []  # indices in `students` of the model-answer cells (exempt from the leak check)
     n_total = 0
+    lesson = True  # before the first cell with a solution
     for k, cell in enumerate(nb["cells"], start=1):
         _check_cell(cell, f"{name}, cell {k}")
         kind = cell.get("cell_type")
@@ -239,8 +320,10 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
                                "source": source}
         if isinstance(cell.get("id"), str):
             out["id"] = cell["id"]
+        lesson = lesson and n == 0
         if kind == "code":
-            out.update(outputs=[], execution_count=None)
+            out.update(outputs=_lesson_outputs(cell.get("outputs")) if self_study and lesson else [],
+                       execution_count=None)
         attachments = cell.get("attachments")
         if kind != "code" and isinstance(attachments, dict):
             shown = set(_ATTACHMENT_REF_RE.findall("\n".join(new)))
@@ -248,8 +331,12 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
             if kept:
                 out["attachments"] = json.loads(json.dumps(kept))
         students.append(out)
+        if self_study and n:
+            answers.append(len(students))
+            students.append(answer_cell(kind, _solution_blocks(lines), cell.get("id") if isinstance(cell.get("id"), str) else None))
     for k, cell in enumerate(students, start=1):
-        _check_no_leak(cell, solution, f"{name}, cell {k}")
+        if k - 1 not in answers:
+            _check_no_leak(cell, solution, f"{name}, cell {k}")
     if not isinstance(nb.get("metadata", {}), dict):
         raise LasegError(f"{name}: the notebook's metadata is not a JSON object")
     md = nb.get("metadata", {})
@@ -277,8 +364,11 @@ def _notebooks_in(source: Path) -> list[Path]:
 
 
 def build_student_notebooks(source: str | os.PathLike | None, out_dir: str | os.PathLike,
-                            force: bool = False) -> list[Path]:
+                            force: bool = False, self_study: bool = False) -> list[Path]:
     """Write a student copy of every notebook of ``source`` into ``out_dir``; return the written paths.
+
+    ``self_study=True`` writes the self-study edition (lesson outputs kept, model answers collapsed:
+    see :func:`student_notebook`), the one committed in ``student/``.
 
     ``source`` defaults to the course's ``notebooks/`` folder. Every notebook is checked before
     anything is written, so a bad marker leaves ``out_dir`` untouched. Existing files are only
@@ -302,7 +392,7 @@ def build_student_notebooks(source: str | os.PathLike | None, out_dir: str | os.
             nb = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise LasegError(f"cannot read {p.name} as a notebook: {str(e).splitlines()[0]}") from None
-        student, _ = student_notebook(nb, name=p.name)
+        student, _ = student_notebook(nb, name=p.name, self_study=self_study)
         students.append((out / p.name, student))
 
     existing = [t.name for t, _ in students if t.exists()]
