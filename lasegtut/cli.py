@@ -147,7 +147,7 @@ def _evaluate_folders(args: argparse.Namespace) -> int:
 
 def cmd_volume(args: argparse.Namespace) -> int:
     from .data import load_mask
-    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_ml
+    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, reported_lavi, volume_ml
 
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
@@ -164,10 +164,11 @@ def cmd_volume(args: argparse.Namespace) -> int:
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)
-        out.update(bsa_m2=bsa, lavi_ml_m2=index, grade=grade_lavi(index))
+        out.update(bsa_m2=bsa, lavi_ml_m2=index, lavi_reported_ml_m2=reported_lavi(index), grade=grade_lavi(index))
     print(f"left-atrium volume: {out['volume_ml']:.1f} mL")
     if args.height_cm is not None:
-        print(f"BSA {out['bsa_m2']:.2f} m^2, LA volume index {out['lavi_ml_m2']:.1f} mL/m^2: {out['grade']} "
+        print(f"BSA {out['bsa_m2']:.2f} m^2, LA volume index {out['lavi_reported_ml_m2']} mL/m^2 "
+              f"({out['lavi_ml_m2']:.2f} before rounding to the guideline's whole numbers): {out['grade']} "
               "(ASE/EACVI cut-offs, set for echo volumes)")
     if args.json:
         _print_json(out)

@@ -19,14 +19,17 @@ We use the Mosteller formula ``BSA (m^2) = sqrt(height_cm * weight_kg / 3600)``.
 ==========  =======================
 grade       LAVI (mL/m^2)
 ==========  =======================
-normal      <= 34
-mild        > 34 and <= 41
-moderate    > 41 and <= 48
+normal      16-34
+mild        35-41
+moderate    42-48
 severe      > 48
 ==========  =======================
 
-The guideline writes its ranges with integers (normal 16-34, mild 35-41, ...). We compare
-real values against the upper bounds, so 34.0 is normal and 34.2 is already mild.
+The guideline writes its ranges in whole mL/m^2, its reporting precision. So do we: the index is
+rounded to a whole number (halves up, :func:`reported_lavi`) and that number is graded, so 34.4 is
+reported as 34 and graded normal, 34.5 as 35 and mild. Comparing the unrounded value against 34
+would make a difference that the report cannot show (34.4 printed as 34) decide the grade. The
+library, ``lasegtut volume``, the cohort table and notebook 07 all grade through :func:`grade_lavi`.
 
 Caveat -- read before you grade an MRI mask: these cut-offs were set for *echocardiographic
 biplane* (area-length / disc summation) volumes. A 3D segmentation of an MRI scan reads larger:
@@ -148,13 +151,9 @@ def lavi(volume_ml: float, bsa_m2: float) -> float:
     return v / b
 
 
-def grade_lavi(lavi_ml_m2: float) -> str:
-    """Grade an LA volume index (mL/m^2) against the ASE/EACVI 2015 cut-offs.
-
-    Returns ``"normal"`` if <= 34, ``"mild"`` if <= 41, ``"moderate"`` if <= 48, else
-    ``"severe"``, comparing real values (34.0 is normal, 34.2 mild). The cut-offs were set
-    for echo biplane volumes; a 3D MRI label with pulmonary-vein ostia and appendage trunk
-    reads larger (see the module docstring).
+def reported_lavi(lavi_ml_m2: float) -> int:
+    """An LA volume index (mL/m^2) at the guideline's reporting precision: a whole number, halves up
+    (34.4 -> 34, 34.5 -> 35).
 
     Raises:
         LasegError: the index is negative or not finite.
@@ -162,6 +161,21 @@ def grade_lavi(lavi_ml_m2: float) -> str:
     x = float(lavi_ml_m2)
     if not math.isfinite(x) or x < 0:
         raise LasegError(f"LA volume index must be a finite number of mL/m^2 >= 0, got {lavi_ml_m2}")
+    return int(math.floor(x + 0.5))
+
+
+def grade_lavi(lavi_ml_m2: float) -> str:
+    """Grade an LA volume index (mL/m^2) against the ASE/EACVI 2015 cut-offs.
+
+    The index is first rounded to the guideline's reporting precision (:func:`reported_lavi`), then
+    graded: ``"normal"`` up to 34, ``"mild"`` 35-41, ``"moderate"`` 42-48, ``"severe"`` above (so
+    34.4 is normal, 34.5 mild). The cut-offs were set for echo biplane volumes; a 3D MRI label with
+    pulmonary-vein ostia and appendage trunk reads larger (see the module docstring).
+
+    Raises:
+        LasegError: the index is negative or not finite.
+    """
+    x = reported_lavi(lavi_ml_m2)
     for upper, grade in LAVI_CUTOFFS:
         if x <= upper:
             return grade

@@ -146,7 +146,8 @@ def test_volume_with_height_and_weight_gives_index_and_grade(capsys):
     rc, out, err = run(capsys, ["volume", SAMPLE_LABEL, "--height-cm", "175", "--weight-kg", "70", "--json"])
     assert rc == 0 and err == []
     report = json.loads(out[-1])
-    assert set(report) == {"volume_ml", "bsa_m2", "lavi_ml_m2", "grade"}
+    assert set(report) == {"volume_ml", "bsa_m2", "lavi_ml_m2", "lavi_reported_ml_m2", "grade"}
+    assert report["lavi_reported_ml_m2"] == round(report["lavi_ml_m2"])  # graded at whole mL/m^2
     assert report["bsa_m2"] == pytest.approx(math.sqrt(175 * 70 / 3600))
     assert report["lavi_ml_m2"] == pytest.approx(report["volume_ml"] / report["bsa_m2"])
     assert report["grade"] in {"normal", "mild", "moderate", "severe"}

@@ -108,12 +108,13 @@ def test_lavi_is_volume_over_bsa():
 
 
 @pytest.mark.parametrize("value, grade", [
-    (0, "normal"), (20, "normal"), (34, "normal"),
-    (34.2, "mild"), (35, "mild"), (41, "mild"),
-    (41.01, "moderate"), (42, "moderate"), (48, "moderate"),
-    (48.1, "severe"), (120, "severe"),
+    (0, "normal"), (20, "normal"), (34, "normal"), (34.2, "normal"), (34.4, "normal"), (34.49, "normal"),
+    (34.5, "mild"), (35, "mild"), (41, "mild"), (41.49, "mild"),
+    (41.5, "moderate"), (42, "moderate"), (48, "moderate"), (48.4, "moderate"),
+    (48.5, "severe"), (120, "severe"),
 ])
 def test_grade_lavi_ase_eacvi_2015_cutoffs(value, grade):
+    """Graded at the guideline's reporting precision (whole mL/m^2): 34.4 is reported 34, normal."""
     assert grade_lavi(value) == grade
     assert grade in LAVI_GRADES
 
