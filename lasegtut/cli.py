@@ -62,7 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["slice_axis"] = args.slice_axis
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
                    resume=not args.no_resume, init=args.init, pack=args.pack,
-                   max_minutes=args.max_minutes, progress=not args.quiet, **overrides)
+                   max_minutes=args.max_minutes, progress=not args.quiet,
+                   folds=(args.folds or 5) if args.fold is not None else args.folds, fold=args.fold, **overrides)
     print(result.describe())
     return 0
 
@@ -73,9 +74,37 @@ def _is_cohort(inputs: Sequence[str], output: str) -> bool:
     return len(inputs) > 1 or Path(inputs[0]).is_dir() or not output.endswith((".nii", ".nii.gz"))
 
 
+def _held_out(inputs: Sequence[str], run: str, weights: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``predict --held-out RUN``: the scans of ``inputs`` that the cross-validation run ``RUN``
+    (a ``lasegtut train --folds N --fold K`` output folder) held out for validation, and its
+    weights (``RUN/model.pt`` unless ``weights`` are given). Every held-out case must be there:
+    an out-of-fold evaluation that silently lacks a case would look complete."""
+    from .cohort import case_name, list_scans
+
+    split_file, model = Path(run) / "split.json", Path(run) / "model.pt"
+    try:
+        split = json.loads(split_file.read_text(encoding="utf-8"))
+        val, folds = list(split["val"]), split.get("folds")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LasegError(f"{run} is not the output folder of a `lasegtut train` run (no readable split.json)") from None
+    if folds is None:
+        raise LasegError(f"{run} is not a cross-validation run (train it with --folds N --fold K)")
+    if weights is None and not model.is_file():
+        raise LasegError(f"{model} does not exist: the run has not finished")
+    scans = {case_name(s): str(s) for s in list_scans(inputs)}
+    missing = [c for c in val if c not in scans]
+    if missing:
+        raise LasegError(f"{run} held out {', '.join(missing)}, not among the scans given; give the data set's imagesTr")
+    return [scans[c] for c in val], list(weights) if weights else [str(model)]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
+    if args.held_out:  # the out-of-fold predictions of one cross-validation run (README: cross-validation)
+        args.input, args.weights = _held_out(args.input, args.held_out, args.weights)
+        if args.output.endswith((".nii", ".nii.gz")):
+            raise LasegError("with --held-out, OUTPUT is a folder for the held-out cases' masks")
     if _is_cohort(args.input, args.output):
         from .cohort import predict_folder
 
@@ -160,7 +189,8 @@ def _interval_lines(summary: dict, tolerance_mm: float) -> str:
     digits = {"dice": 3, "iou": 3, "nsd": 3, "hd95_mm": 2, "assd_mm": 2}
     lines = [describe_bootstrap(summary["bootstrap"]["cases"], n_resamples=summary["bootstrap"]["resamples"],
                                 seed=summary["bootstrap"]["seed"]) + ":"]
-    items = [(k, v["mean"], v["ci95"]) for k, v in summary.items() if isinstance(v, dict) and "ci95" in v]
+    items = [(k, v["mean"], v["ci95"]) for k, v in summary.items() if isinstance(v, dict) and "ci95" in v
+             and not k.startswith("volume_") or k == "volume_error_pct"]
     items.append(("|V err| %", summary["mean_abs_volume_error_pct"], summary["mean_abs_volume_error_pct_ci95"]))
     for key, mean, (lo, hi) in items:
         title = COLUMN_TITLES.get(key, key) + (f" @{tolerance_mm:g} mm" if key == "nsd" else "")
@@ -317,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--slice-axis", type=int, choices=[0, 1, 2], help="override the profile's slicing axis")
     sp.add_argument("--pack", help="train on the cases of this pack (from `lasegtut pack`) instead of --data's")
     sp.add_argument("--max-minutes", type=float, help="shorten the run to fit this many minutes of training")
+    sp.add_argument("--fold", type=int, metavar="K", help="cross-validation: train fold K (0 .. N-1) of --folds N, "
+                    "validating on fold K and training on the others (all cases at hand, the bundled ones "
+                    "included; identical images stay in one fold); the folds are printed and kept in OUT/split.json")
+    sp.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default with --fold: 5)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = add("predict", cmd_predict, "segment the left atrium in NIfTI scans and print their volumes")
@@ -333,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tta", action="store_true",
                     help="also predict mirrored slices and average (only helps models trained with flips)")
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
+    sp.add_argument("--held-out", metavar="RUN", help="cross-validation: only the scans the run RUN (from `train "
+                    "--folds N --fold K --out RUN`) held out, with its RUN/model.pt: out-of-fold predictions")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, NSD, volumes; "
