@@ -60,11 +60,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"lr": args.lr} if args.lr is not None else {}
     if args.slice_axis is not None:
         overrides["slice_axis"] = args.slice_axis
+    if args.devices is not None:
+        overrides["devices"] = args.devices
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
                    resume=not args.no_resume, init=args.init, pack=args.pack,
                    max_minutes=args.max_minutes, progress=not args.quiet,
                    folds=(args.folds or 5) if args.fold is not None else args.folds, fold=args.fold, **overrides)
-    print(result.describe())
+    from .training import is_primary_process
+
+    if is_primary_process():  # one report, not one per DDP process
+        print(result.describe())
     return 0
 
 
@@ -351,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "validating on fold K and training on the others (all cases at hand, the bundled ones "
                     "included; identical images stay in one fold); the folds are printed and kept in OUT/split.json")
     sp.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default with --fold: 5)")
+    sp.add_argument("--devices", type=int, metavar="N", help="train in N processes, one per device (GPUs; with "
+                    "the ci/cpu profiles CPU processes), each on its share of the slices (default: the profile's)")
+    sp.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn"], help="Lightning's strategy for several "
+                    "devices: ddp (distributed data parallel; tested on a CPU with 2 processes)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = add("predict", cmd_predict, "segment the left atrium in NIfTI scans and print their volumes")

@@ -22,7 +22,12 @@ shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
   validation only every ``val_every`` epochs to watch, and the *last* epoch's weights exported (no
   epoch chosen by looking at the validation cases, as nnU-Net does). ``train(max_minutes=...)``
   shortens the run to a time budget. Several GPUs are used through Lightning's own strategies
-  (``devices="auto"``: DDP for several).
+  (``devices="auto"``: DDP for several; ``train(devices=N, strategy="ddp")`` or ``lasegtut train
+  --devices N --strategy ddp`` for any profile). Under DDP each process trains on its share of
+  the slices, the validation voxel counts are summed over the processes before the Dice
+  (:meth:`LitSegmenter._gathered_counts`), and only the first process writes the cache, the
+  split, checkpoints, logs and ``model.pt`` (:func:`is_primary_process`). Run for real on a CPU
+  with 2 processes (``tests/test_ddp.py``); not on several GPUs or nodes.
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
@@ -161,7 +166,10 @@ class LitSegmenter(pl.LightningModule):
     """The U-Net, its loss and its metric for Lightning.
 
     Validation Dice is computed in 3D per case (all slices of a validation case pooled) at the
-    training resolution, then averaged over cases: ``val_dice``.
+    training resolution, then averaged over cases: ``val_dice``. Under DDP the voxel counts of
+    all processes are summed first, and each validation slice is seen by exactly one process
+    (:meth:`lasegtut.dataset.LADataModule.val_dataloader`), so it is the Dice of one process
+    seeing every validation slice once.
     """
 
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
@@ -211,9 +219,25 @@ class LitSegmenter(pl.LightningModule):
                     self._overlays.append((x[i, mid].float().cpu().numpy(), yb[i, 0].cpu().numpy(),
                                            pred[i, 0].cpu().numpy()))
 
+    def _gathered_counts(self) -> dict[int, np.ndarray]:
+        """The per-case (tp, fp, fn) voxel counts of every process, summed: under DDP each process
+        validates its share of the slices, and a case's slices may be split between processes, so
+        the counts (not per-process Dice values) are gathered before the Dice of each case."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return self._counts
+        n = len(getattr(trainer.datamodule, "val_cases", [])) or (max(self._counts, default=-1) + 1)
+        n = int(self.all_gather(torch.tensor(n, device=self.device)).max())
+        table = torch.zeros(n, 4, dtype=torch.float64, device=self.device)  # tp, fp, fn, seen
+        for c, counts in self._counts.items():
+            table[c, :3] = torch.as_tensor(counts, dtype=torch.float64)
+            table[c, 3] = 1
+        total = self.all_gather(table).reshape(-1, n, 4).sum(0).cpu().numpy()
+        return {c: total[c, :3] for c in range(n) if total[c, 3] > 0}
+
     def on_validation_epoch_end(self) -> None:
-        dices = [2 * tp / max(2 * tp + fp + fn, 1) for tp, fp, fn in self._counts.values()]
-        if dices:
+        dices = [2 * tp / max(2 * tp + fp + fn, 1) for tp, fp, fn in self._gathered_counts().values()]
+        if dices:  # the same value in every process: sync_dist's mean of it changes nothing
             self.log("val_dice", float(np.mean(dices)), prog_bar=True, sync_dist=True)
         self._log_overlays()
         self._counts, self._overlays = {}, []
@@ -289,6 +313,13 @@ def choose_split(cache: str | os.PathLike, folds: int | None = None,
     if len(ids) < 2:
         raise LasegError("at least two cases are needed to train and validate")
     return split_cases(ids, hashes, val_fraction=1 / 3, seed=0)
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process (DDP) run: Lightning's launcher starts them
+    by running the same command again with ``LOCAL_RANK`` / ``NODE_RANK`` set, and they must not
+    write what the first process writes (cache, split, weights, the command's report)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def available_cpus() -> int:
@@ -408,18 +439,21 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     cache = Path(cache) if cache else out / "cache"
     if (cache / "index.json").exists():
         load_index(cache)
-    make_output_dir(out)
-    if pack is not None:
-        unpack(pack, cache, border=prof.border)
-    write_cache(root, cache, border=prof.border, progress=progress)
+    primary = is_primary_process()  # the other DDP processes find the cache and split written
+    if primary:
+        make_output_dir(out)
+        if pack is not None:
+            unpack(pack, cache, border=prof.border)
+        write_cache(root, cache, border=prof.border, progress=progress)
     train_cases, val_cases = choose_split(cache, folds, fold)
     split_info = {"train": train_cases, "val": val_cases, "data": str(root), "pack": str(pack) if pack else None}
     if folds is not None:
         index = load_index(cache)["cases"]
         split_info.update(folds=folds, fold=fold,
                           fold_cases=kfold_cases(sorted(index), {c: e["image_sha1"] for c, e in index.items()}, folds))
-    write_json_atomic(out / "split.json", split_info)
-    if folds is not None and progress:  # the folds before a long run, not only after it
+    if primary:
+        write_json_atomic(out / "split.json", split_info)
+    if folds is not None and progress and primary:  # the folds before a long run, not only after it
         print(describe_folds(split_info["fold_cases"], fold), flush=True)
 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -471,9 +505,12 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
             "last_val_dice_train_res": float(last_dice) if last_dice is not None else -1.0,
             "train_seconds": round(seconds, 1), "train_slices": len(dm.train_set),
             "precision": trainer.precision, "device": _device_name(prof.accelerator),
+            "processes": trainer.world_size,
             "lasegtut_version": __version__, "torch_version": str(torch.__version__)}
     module = module.float().to(memory_format=torch.contiguous_format)
-    weights = export_weights(module.model, module.geometry, out / "model.pt", meta=meta)
+    weights = out / "model.pt"
+    if trainer.is_global_zero:  # one weights file, written by one process
+        export_weights(module.model, module.geometry, weights, meta=meta)
     return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases,
                        split_info.get("fold_cases"), fold)
 
