@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -59,10 +60,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"lr": args.lr} if args.lr is not None else {}
     if args.slice_axis is not None:
         overrides["slice_axis"] = args.slice_axis
+    if args.devices is not None:
+        overrides["devices"] = args.devices
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
                    resume=not args.no_resume, init=args.init, pack=args.pack,
-                   max_minutes=args.max_minutes, progress=not args.quiet, **overrides)
-    print(result.describe())
+                   max_minutes=args.max_minutes, progress=not args.quiet,
+                   folds=(args.folds or 5) if args.fold is not None else args.folds, fold=args.fold, **overrides)
+    from .training import is_primary_process
+
+    if is_primary_process():  # one report, not one per DDP process
+        print(result.describe())
     return 0
 
 
@@ -72,9 +81,37 @@ def _is_cohort(inputs: Sequence[str], output: str) -> bool:
     return len(inputs) > 1 or Path(inputs[0]).is_dir() or not output.endswith((".nii", ".nii.gz"))
 
 
+def _held_out(inputs: Sequence[str], run: str, weights: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``predict --held-out RUN``: the scans of ``inputs`` that the cross-validation run ``RUN``
+    (a ``lasegtut train --folds N --fold K`` output folder) held out for validation, and its
+    weights (``RUN/model.pt`` unless ``weights`` are given). Every held-out case must be there:
+    an out-of-fold evaluation that silently lacks a case would look complete."""
+    from .cohort import case_name, list_scans
+
+    split_file, model = Path(run) / "split.json", Path(run) / "model.pt"
+    try:
+        split = json.loads(split_file.read_text(encoding="utf-8"))
+        val, folds = list(split["val"]), split.get("folds")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LasegError(f"{run} is not the output folder of a `lasegtut train` run (no readable split.json)") from None
+    if folds is None:
+        raise LasegError(f"{run} is not a cross-validation run (train it with --folds N --fold K)")
+    if weights is None and not model.is_file():
+        raise LasegError(f"{model} does not exist: the run has not finished")
+    scans = {case_name(s): str(s) for s in list_scans(inputs)}
+    missing = [c for c in val if c not in scans]
+    if missing:
+        raise LasegError(f"{run} held out {', '.join(missing)}, not among the scans given; give the data set's imagesTr")
+    return [scans[c] for c in val], list(weights) if weights else [str(model)]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
+    if args.held_out:  # the out-of-fold predictions of one cross-validation run (README: cross-validation)
+        args.input, args.weights = _held_out(args.input, args.held_out, args.weights)
+        if args.output.endswith((".nii", ".nii.gz")):
+            raise LasegError("with --held-out, OUTPUT is a folder for the held-out cases' masks")
     if _is_cohort(args.input, args.output):
         from .cohort import predict_folder
 
@@ -105,6 +142,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.nsd_tolerance is None:
+        from .metrics import NSD_TOLERANCE_MM
+
+        args.nsd_tolerance = NSD_TOLERANCE_MM
     if Path(args.pred).is_dir() or Path(args.label).is_dir():
         return _evaluate_folders(args)
     from .data import load_mask_pair
@@ -113,9 +154,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         raise LasegError("--out (a per-case table) is for two folders; for two masks use --json")
     pred, label, sp_p, sp_l = load_mask_pair(args.pred, args.label)
-    m = score_masks(pred, label, sp_l, pred_spacing=sp_p)
+    m = score_masks(pred, label, sp_l, pred_spacing=sp_p, nsd_tolerance_mm=args.nsd_tolerance)
+    m["nsd_tolerance_mm"] = args.nsd_tolerance
     print(f"Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  HD95 {m['hd95_mm']:.2f} mm  "
-          f"ASSD {m['assd_mm']:.2f} mm")
+          f"ASSD {m['assd_mm']:.2f} mm  NSD {m['nsd']:.4f} (at {args.nsd_tolerance:g} mm)")
     print(f"volume: predicted {m['volume_pred_ml']:.1f} mL, label {m['volume_label_ml']:.1f} mL")
     if args.json:
         _print_json(m)  # an infinite distance (an empty mask) becomes null
@@ -131,18 +173,40 @@ def _evaluate_folders(args: argparse.Namespace) -> int:
     if args.out:  # before the work: never a mask or label, an existing table only with --force
         check_output_file(args.out, force=args.force, what="--out",
                           inputs=[*list_scans([args.pred]), *list_scans([args.label])])
-    rows, summary = evaluate_folders(args.pred, args.label)
+    rows, summary = evaluate_folders(args.pred, args.label, nsd_tolerance_mm=args.nsd_tolerance)
     print(format_table(rows, SCORE_COLUMNS, summary=False, digits={"hd95_mm": 2, "assd_mm": 2}))
     means = "  ".join(f"{k} {v['mean']:.3f} (SD {v['sd']:.3f})" for k, v in summary.items()
-                      if k in ("dice", "hd95_mm", "assd_mm"))
+                      if k in ("dice", "nsd", "hd95_mm", "assd_mm"))
     print(f"mean over {len(rows)} cases: {means}; mean |volume error| {summary['mean_abs_volume_error_pct']:.1f}%; "
           f"worst Dice: {summary['dice']['worst']}")
+    print(_interval_lines(summary, args.nsd_tolerance))
     if args.out:
         _write_csv(Path(args.out), SCORE_COLUMNS, rows)
         print(f"wrote {args.out}")
     if args.json:
         _print_json({"cases": rows, "summary": summary})
     return 0
+
+
+def _interval_lines(summary: dict, tolerance_mm: float) -> str:
+    """The mean of each metric with its 95% bootstrap interval over cases, and how they were made."""
+    from .evaluation import COLUMN_TITLES, _fmt
+    from .stats import describe_bootstrap
+
+    digits = {"dice": 3, "iou": 3, "nsd": 3, "hd95_mm": 2, "assd_mm": 2}
+    lines = [describe_bootstrap(summary["bootstrap"]["cases"], n_resamples=summary["bootstrap"]["resamples"],
+                                seed=summary["bootstrap"]["seed"]) + ":"]
+    items = [(k, v["mean"], v["ci95"]) for k, v in summary.items() if isinstance(v, dict) and "ci95" in v
+             and not k.startswith("volume_") or k == "volume_error_pct"]
+    items.append(("|V err| %", summary["mean_abs_volume_error_pct"], summary["mean_abs_volume_error_pct_ci95"]))
+    for key, mean, (lo, hi) in items:
+        title = COLUMN_TITLES.get(key, key) + (f" @{tolerance_mm:g} mm" if key == "nsd" else "")
+        nd = digits.get(key, 1)
+        lines.append(f"  {title:<16} mean {_fmt(mean, nd):>8}  95% CI [{_fmt(lo, nd)}, {_fmt(hi, nd)}]")
+    if any(math.isinf(v["mean"]) for v in summary.values() if isinstance(v, dict) and "mean" in v):
+        lines.append("  (inf: a mask is empty on one side, a missed atrium; it is kept in the mean and the "
+                     "intervals, which then reach inf)")
+    return "\n".join(lines)
 
 
 def cmd_volume(args: argparse.Namespace) -> int:
@@ -235,6 +299,17 @@ def cmd_assignments_grade(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _tolerance(text: str) -> float:
+    """argparse type of ``--nsd-tolerance``: a finite distance in mm >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of mm") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a distance in mm >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -281,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--slice-axis", type=int, choices=[0, 1, 2], help="override the profile's slicing axis")
     sp.add_argument("--pack", help="train on the cases of this pack (from `lasegtut pack`) instead of --data's")
     sp.add_argument("--max-minutes", type=float, help="shorten the run to fit this many minutes of training")
+    sp.add_argument("--fold", type=int, metavar="K", help="cross-validation: train fold K (0 .. N-1) of --folds N, "
+                    "validating on fold K and training on the others (all cases at hand, the bundled ones "
+                    "included; identical images stay in one fold); the folds are printed and kept in OUT/split.json")
+    sp.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default with --fold: 5)")
+    sp.add_argument("--devices", type=int, metavar="N", help="train in N processes, one per device (GPUs; with "
+                    "the ci/cpu profiles CPU processes), each on its share of the slices (default: the profile's)")
+    sp.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn"], help="Lightning's strategy for several "
+                    "devices: ddp (distributed data parallel; tested on a CPU with 2 processes)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = add("predict", cmd_predict, "segment the left atrium in NIfTI scans and print their volumes")
@@ -297,12 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tta", action="store_true",
                     help="also predict mirrored slices and average (only helps models trained with flips)")
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
+    sp.add_argument("--held-out", metavar="RUN", help="cross-validation: only the scans the run RUN (from `train "
+                    "--folds N --fold K --out RUN`) held out, with its RUN/model.pt: out-of-fold predictions")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
-    sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, volumes")
+    sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, NSD, volumes; "
+                                       "for folders also 95% bootstrap intervals over cases")
     sp.add_argument("pred", help="predicted mask (NIfTI), or a folder of them")
     sp.add_argument("label", help="reference mask (NIfTI) on the same grid, or a folder (same case names)")
     sp.add_argument("--out", help="with folders: write the per-case table to this CSV")
+    sp.add_argument("--nsd-tolerance", type=_tolerance, metavar="MM",
+                    help="tolerance of the normalised surface distance (NSD), mm (default: 4, the Medical "
+                         "Segmentation Decathlon's for the left atrium, Antonelli et al. 2022)")
     sp.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 

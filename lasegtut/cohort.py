@@ -33,9 +33,10 @@ import numpy as np
 from .data import load_image, load_mask_pair, load_nifti
 from .errors import LasegError
 from .evaluation import ROW_KEYS
-from .metrics import score_masks
+from .metrics import NSD_TOLERANCE_MM, score_masks
 from .preprocess import atomic_write
 from .safeio import make_output_dir
+from .stats import N_RESAMPLES, SEED, bootstrap_ci
 from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; the last four only with
@@ -203,13 +204,18 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     return table, [rows[c] for c in sorted(rows)]
 
 
-def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) -> tuple[list[dict], dict]:
+def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike, *,
+                     nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> tuple[list[dict], dict]:
     """Score every mask of ``pred_dir`` against the label of the same case name in ``label_dir``.
 
     Returns ``(rows, summary)``: one dict per case with :data:`SCORE_COLUMNS` (Dice, IoU, HD95
-    and ASSD in mm, volumes in mL, volume error in %), and for each numeric column its ``mean``,
-    ``sd`` and the ``worst`` case (lowest Dice and IoU, largest distances and absolute volume
-    error). A prediction without a label is an error; labels without a prediction are ignored.
+    and ASSD in mm, NSD at ``nsd_tolerance_mm``, volumes in mL, volume error in %), and for each
+    numeric column its ``mean``, ``sd``, ``ci95`` (``[lo, hi]``, the 95% percentile-bootstrap
+    interval of the mean over cases: :func:`lasegtut.stats.bootstrap_ci`) and the ``worst`` case
+    (lowest Dice, IoU and NSD, largest distances and absolute volume error); also
+    ``mean_abs_volume_error_pct`` with its ``mean_abs_volume_error_pct_ci95``, and ``bootstrap``
+    (cases, resamples, seed). A prediction without a label is an error; labels without a
+    prediction are ignored.
     """
     preds = list_scans([pred_dir])
     labels = {case_name(p): p for p in list_scans([label_dir])}
@@ -219,16 +225,21 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike) 
         if case not in labels:
             raise LasegError(f"no label for {p.name} in {label_dir}")
         pred, lab, sp_p, sp_l = load_mask_pair(p, labels[case])
-        m = score_masks(pred, lab, sp_l, pred_spacing=sp_p)
+        m = score_masks(pred, lab, sp_l, pred_spacing=sp_p, nsd_tolerance_mm=nsd_tolerance_mm)
         rows.append({"case": case, **m, "volume_error_pct": volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])})
     summary = {}
     with np.errstate(invalid="ignore"):  # an empty mask's infinite distances give an SD of nan, not a RuntimeWarning
         for key in SCORE_COLUMNS[1:]:
             vals = np.array([r[key] for r in rows], dtype=float)
-            worst_of = vals if key not in ("dice", "iou") else -vals
+            worst_of = vals if key not in ("dice", "iou", "nsd") else -vals
             if key == "volume_error_pct":
                 worst_of = np.abs(vals)
             summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                            "worst": rows[int(np.nanargmax(worst_of))]["case"]}
-    summary["mean_abs_volume_error_pct"] = float(np.mean([abs(r["volume_error_pct"]) for r in rows]))
+                            "ci95": list(bootstrap_ci(vals)), "worst": rows[int(np.nanargmax(worst_of))]["case"]}
+    abs_err = [abs(r["volume_error_pct"]) for r in rows]
+    summary["mean_abs_volume_error_pct"] = float(np.mean(abs_err))
+    summary["mean_abs_volume_error_pct_ci95"] = list(bootstrap_ci(abs_err))
+    summary["nsd_tolerance_mm"] = float(nsd_tolerance_mm)
+    summary["bootstrap"] = {"cases": len(rows), "resamples": N_RESAMPLES, "seed": SEED, "confidence": 0.95,
+                            "method": "percentile bootstrap of the mean over cases"}
     return rows, summary

@@ -205,4 +205,14 @@ class LADataModule(pl.LightningDataModule):
         return batch
 
     def val_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # DDP: each process validates its own slices and none twice (Lightning's default
+            # DistributedSampler pads with repeated slices, which would count them twice)
+            from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=trainer.world_size,
+                                                   rank=trainer.global_rank, shuffle=False)
+            return DataLoader(self.val_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
         return self._loader(self.val_set, shuffle=False)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 #: Columns of a row from :func:`evaluate_cases` (units: Dice and IoU unitless, distances mm, volumes mL).
 ROW_KEYS = ("case",) + SCORE_KEYS
 #: Header text of each column in :func:`format_table`.
-COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 mm", "assd_mm": "ASSD mm",
+COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 mm", "assd_mm": "ASSD mm", "nsd": "NSD",
                  "volume_pred_ml": "V pred mL", "volume_label_ml": "V label mL", "volume_error_pct": "V err %",
                  "seconds": "s"}
 
@@ -100,12 +100,12 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = ROW_KEYS, *, sum
     """A plain-text table of ``rows`` (dicts from :func:`evaluate_cases`), one line per case.
 
     With ``summary=True`` two lines follow: the mean and the median of every numeric column
-    (a mean with an ``inf`` in it is ``inf``: a failed case stays visible). Dice and IoU get 3
+    (a mean with an ``inf`` in it is ``inf``: a failed case stays visible). Dice, IoU and NSD get 3
     decimals, everything else 1 (override with ``digits={"hd95_mm": 2}``).
     """
     if not rows:
         raise LasegError("no rows to format")
-    nd = {"dice": 3, "iou": 3}
+    nd = {"dice": 3, "iou": 3, "nsd": 3}
     nd.update(digits or {})
     table = [[COLUMN_TITLES.get(c, c) for c in columns]]
     for r in rows:

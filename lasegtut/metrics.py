@@ -18,9 +18,18 @@ pulmonary vein can still score Dice 0.9.
 - **ASSD**: average symmetric surface distance, the mean of *both* directed distance sets put
   together (so the surface with more voxels weighs more).
 
+- **NSD** (normalised surface distance, also called surface Dice; Nikolov et al. 2021): the
+  fraction of both surfaces that lies within a tolerance ``tau`` (mm) of the other surface,
+  ``(|{d(P -> L) <= tau}| + |{d(L -> P) <= tau}|) / (|S_P| + |S_L|)`` (unitless, 0..1). It is the
+  Decathlon's second ranking metric next to Dice, with a tolerance per task set by the
+  Decathlon's clinicians: **4 mm for the left atrium (Task02_Heart)** (Antonelli et al., "The
+  Medical Segmentation Decathlon", Nature Communications 13:4128, 2022, Methods), our default
+  :data:`NSD_TOLERANCE_MM`. Unlike HD95 it does not care how far a wrong boundary strays, only
+  how much of the boundary is wrong.
+
 These follow MONAI's definitions exactly (``compute_hausdorff_distance(percentile=95)`` and
-``compute_average_surface_distance(symmetric=True)`` with ``spacing``; the test suite checks the
-agreement on real masks):
+``compute_average_surface_distance(symmetric=True)`` and ``compute_surface_dice`` (voxel surfaces,
+``use_subvoxels=False``) with ``spacing``; the test suite checks the agreement on real masks):
 
 1. A *surface voxel* is a foreground voxel with at least one of its 6 face neighbours in the
    background: ``mask XOR binary_erosion(mask)`` (voxels outside the array count as background).
@@ -35,16 +44,17 @@ first: a few tens of milliseconds for a left atrium.
 
 Empty masks (a decision, documented because averages depend on it):
 
-========================  ======  ======  ===========  ===========
-case                      Dice    IoU     HD95 (mm)    ASSD (mm)
-========================  ======  ======  ===========  ===========
-both empty                1.0     1.0     0.0          0.0
-one empty, other not      0.0     0.0     inf          inf
-========================  ======  ======  ===========  ===========
+========================  ======  ======  ======  ===========  ===========
+case                      Dice    IoU     NSD     HD95 (mm)    ASSD (mm)
+========================  ======  ======  ======  ===========  ===========
+both empty                1.0     1.0     1.0     0.0          0.0
+one empty, other not      0.0     0.0     0.0     inf          inf
+========================  ======  ======  ======  ===========  ===========
 
 A missed atrium is the worst possible result and must count as one: ``inf`` makes a mean over
 cases ``inf`` too, which is loud. MONAI returns NaN for HD95 there, and a ``nanmean`` then
-silently drops the failed case from the average -- we deliberately do not copy that. Summarise
+silently drops the failed case from the average -- we deliberately do not copy that. (MONAI's
+NSD of two empty masks is NaN too; ours is 1.0, like Dice.) Summarise
 HD95 over cases with the median, or report the number of failures next to the mean.
 
 Arrays are indexed ``(x, y, z)`` and ``spacing`` holds the voxel size in mm in the same order.
@@ -60,8 +70,11 @@ from scipy import ndimage
 from .errors import LasegError
 from .volume import check_spacing, volume_ml
 
-#: Keys returned by :func:`evaluate_masks`.
-METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm")
+#: NSD tolerance (mm) of the Medical Segmentation Decathlon for the left atrium (Task02_Heart):
+#: Antonelli et al., Nature Communications 13:4128 (2022).
+NSD_TOLERANCE_MM = 4.0
+#: Keys returned by :func:`evaluate_masks` (``nsd`` at the tolerance given to it).
+METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm", "nsd")
 #: Keys returned by :func:`score_masks`: the metrics and both volumes (mL).
 SCORE_KEYS = METRIC_KEYS + ("volume_pred_ml", "volume_label_ml")
 
@@ -254,22 +267,63 @@ def assd(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> float
     return special if special is not None else _assd_of(d_pl, d_lp)
 
 
+def _nsd_of(d_pl: np.ndarray, d_lp: np.ndarray, tolerance_mm: float) -> float:
+    """The fraction of both surfaces' voxels within ``tolerance_mm`` of the other surface."""
+    within = int(np.count_nonzero(d_pl <= tolerance_mm)) + int(np.count_nonzero(d_lp <= tolerance_mm))
+    return within / (d_pl.size + d_lp.size)
+
+
+def _check_tolerance(tolerance_mm: float) -> float:
+    try:
+        t = float(tolerance_mm)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (np.isfinite(t) and t >= 0):
+        raise LasegError(f"the NSD tolerance must be a distance in mm >= 0, not {tolerance_mm}")
+    return t
+
+
+def nsd(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float],
+        tolerance_mm: float = NSD_TOLERANCE_MM) -> float:
+    """Normalised surface distance (surface Dice) at ``tolerance_mm`` (unitless, 0..1).
+
+    ``(|{d(P -> L) <= tol}| + |{d(L -> P) <= tol}|) / (|S_P| + |S_L|)``: the share of the surface
+    voxels of both masks that lie within the tolerance of the other mask's surface, distances in
+    mm with the anisotropic voxel size (as for :func:`hd95`). The default, 4 mm, is the Medical
+    Segmentation Decathlon's tolerance for the left atrium (Antonelli et al., Nature
+    Communications 13:4128, 2022). Equals MONAI's ``compute_surface_dice`` (voxel surfaces), except
+    that both masks empty gives 1.0 here (NaN in MONAI); exactly one empty gives 0.0.
+
+    Raises:
+        LasegError: the shapes differ, the spacing is invalid, or the tolerance is not a
+            distance >= 0.
+    """
+    tol = _check_tolerance(tolerance_mm)
+    special, d_pl, d_lp = _distance_sets(pred, label, spacing)
+    if special is not None:
+        return 1.0 if special == 0.0 else 0.0
+    return _nsd_of(d_pl, d_lp, tol)
+
+
 # ----------------------------------------------------------------------------- all at once
-def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
-    """Dice, IoU, HD95 and ASSD of a predicted mask against a reference label.
+def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], *,
+                   nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, float]:
+    """Dice, IoU, HD95, ASSD and NSD of a predicted mask against a reference label.
 
     Args:
         pred: predicted mask ``(x, y, z)``, non-zero = left atrium.
         label: reference mask, same shape and grid.
         spacing: voxel size in mm ``(sx, sy, sz)``.
+        nsd_tolerance_mm: the tolerance of :func:`nsd` (default: the Decathlon's 4 mm).
 
     Returns:
-        ``{"dice": float, "iou": float, "hd95_mm": float, "assd_mm": float}``, python floats.
-        See the module docstring for empty masks (``inf`` distances, never NaN).
+        ``{"dice": float, "iou": float, "hd95_mm": float, "assd_mm": float, "nsd": float}``,
+        python floats. See the module docstring for empty masks (``inf`` distances, never NaN).
 
     Raises:
-        LasegError: the shapes differ or the spacing is invalid.
+        LasegError: the shapes differ, the spacing or the tolerance is invalid.
     """
+    tol = _check_tolerance(nsd_tolerance_mm)
     p, lab = _check_pair(pred, label)
     # Everything outside the joint bounding box is background in both masks: it adds nothing
     # to the overlap counts and holds no surface voxel, so work on the (much smaller) box only.
@@ -278,11 +332,13 @@ def evaluate_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     special, d_pl, d_lp = _distance_sets(p, lab, spacing)  # computed once for both distance metrics
     return {"dice": dice(p, lab), "iou": iou(p, lab),
             "hd95_mm": special if special is not None else _hd_of(d_pl, d_lp),
-            "assd_mm": special if special is not None else _assd_of(d_pl, d_lp)}
+            "assd_mm": special if special is not None else _assd_of(d_pl, d_lp),
+            "nsd": (1.0 if special == 0.0 else 0.0) if special is not None else _nsd_of(d_pl, d_lp, tol)}
 
 
 def score_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], *,
-                pred_spacing: Sequence[float] | None = None) -> dict[str, float]:
+                pred_spacing: Sequence[float] | None = None,
+                nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, float]:
     """Score a predicted mask against its label: what every evaluation reports (:data:`SCORE_KEYS`).
 
     Args:
@@ -290,12 +346,13 @@ def score_masks(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], *
         spacing: the label's voxel size in mm ``(sx, sy, sz)``, used for the distances.
         pred_spacing: the prediction's voxel size for its volume (default: ``spacing``), as its
             own file states it.
+        nsd_tolerance_mm: the tolerance of :func:`nsd` in mm (default: the Decathlon's 4 mm).
 
     Returns:
         :func:`evaluate_masks` plus ``volume_pred_ml`` and ``volume_label_ml``
         (:func:`lasegtut.volume.volume_ml`), python floats.
     """
-    out = evaluate_masks(pred, label, spacing)
+    out = evaluate_masks(pred, label, spacing, nsd_tolerance_mm=nsd_tolerance_mm)
     out["volume_pred_ml"] = volume_ml(pred, spacing if pred_spacing is None else pred_spacing)
     out["volume_label_ml"] = volume_ml(label, spacing)
     return out

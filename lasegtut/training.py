@@ -22,7 +22,12 @@ shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
   validation only every ``val_every`` epochs to watch, and the *last* epoch's weights exported (no
   epoch chosen by looking at the validation cases, as nnU-Net does). ``train(max_minutes=...)``
   shortens the run to a time budget. Several GPUs are used through Lightning's own strategies
-  (``devices="auto"``: DDP for several).
+  (``devices="auto"``: DDP for several; ``train(devices=N, strategy="ddp")`` or ``lasegtut train
+  --devices N --strategy ddp`` for any profile). Under DDP each process trains on its share of
+  the slices, the validation voxel counts are summed over the processes before the Dice
+  (:meth:`LitSegmenter._gathered_counts`), and only the first process writes the cache, the
+  split, checkpoints, logs and ``model.pt`` (:func:`is_primary_process`). Run for real on a CPU
+  with 2 processes (``tests/test_ddp.py``); not on several GPUs or nodes.
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
@@ -54,7 +59,7 @@ from .model import UNet, UNetConfig
 from .pack import unpack
 from .preprocess import DEFAULT_BORDER, load_index, write_cache, write_json_atomic
 from .safeio import load_torch_file, make_output_dir
-from .split import split_cases
+from .split import describe_folds, fold_split, kfold_cases, split_cases
 from .weightsfile import export_weights, parse_weights
 
 #: The input geometry a :class:`LitSegmenter` gets for any field it is not given.
@@ -161,7 +166,10 @@ class LitSegmenter(pl.LightningModule):
     """The U-Net, its loss and its metric for Lightning.
 
     Validation Dice is computed in 3D per case (all slices of a validation case pooled) at the
-    training resolution, then averaged over cases: ``val_dice``.
+    training resolution, then averaged over cases: ``val_dice``. Under DDP the voxel counts of
+    all processes are summed first, and each validation slice is seen by exactly one process
+    (:meth:`lasegtut.dataset.LADataModule.val_dataloader`), so it is the Dice of one process
+    seeing every validation slice once.
     """
 
     def __init__(self, model_config: dict | None = None, lr: float = 2e-3, epochs: int = 20,
@@ -211,9 +219,25 @@ class LitSegmenter(pl.LightningModule):
                     self._overlays.append((x[i, mid].float().cpu().numpy(), yb[i, 0].cpu().numpy(),
                                            pred[i, 0].cpu().numpy()))
 
+    def _gathered_counts(self) -> dict[int, np.ndarray]:
+        """The per-case (tp, fp, fn) voxel counts of every process, summed: under DDP each process
+        validates its share of the slices, and a case's slices may be split between processes, so
+        the counts (not per-process Dice values) are gathered before the Dice of each case."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return self._counts
+        n = len(getattr(trainer.datamodule, "val_cases", [])) or (max(self._counts, default=-1) + 1)
+        n = int(self.all_gather(torch.tensor(n, device=self.device)).max())
+        table = torch.zeros(n, 4, dtype=torch.float64, device=self.device)  # tp, fp, fn, seen
+        for c, counts in self._counts.items():
+            table[c, :3] = torch.as_tensor(counts, dtype=torch.float64)
+            table[c, 3] = 1
+        total = self.all_gather(table).reshape(-1, n, 4).sum(0).cpu().numpy()
+        return {c: total[c, :3] for c in range(n) if total[c, 3] > 0}
+
     def on_validation_epoch_end(self) -> None:
-        dices = [2 * tp / max(2 * tp + fp + fn, 1) for tp, fp, fn in self._counts.values()]
-        if dices:
+        dices = [2 * tp / max(2 * tp + fp + fn, 1) for tp, fp, fn in self._gathered_counts().values()]
+        if dices:  # the same value in every process: sync_dist's mean of it changes nothing
             self.log("val_dice", float(np.mean(dices)), prog_bar=True, sync_dist=True)
         self._log_overlays()
         self._counts, self._overlays = {}, []
@@ -252,28 +276,50 @@ class TrainResult:
     seconds: float
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
+    #: the folds of a cross-validation run (:func:`lasegtut.split.kfold_cases`) and this run's fold
+    folds: list[list[str]] | None = None
+    fold: int | None = None
 
     def describe(self) -> str:
         dice = "n/a" if self.best_val_dice is None else f"{self.best_val_dice:.4f}"
-        return (f"trained {self.epochs} epochs in {self.seconds / 60:.1f} min on {len(self.train_cases)} cases; "
+        text = (f"trained {self.epochs} epochs in {self.seconds / 60:.1f} min on {len(self.train_cases)} cases; "
                 f"best validation Dice {dice} ({', '.join(self.val_cases)}); weights: {self.weights}")
+        if self.folds is not None:
+            text = describe_folds(self.folds, self.fold) + "\n" + text
+        return text
 
 
-def choose_split(cache: str | os.PathLike) -> tuple[list[str], list[str]]:
+def choose_split(cache: str | os.PathLike, folds: int | None = None,
+                 fold: int | None = None) -> tuple[list[str], list[str]]:
     """Subject-level split of the cached cases.
 
     The bundled cases (la_009, la_014, la_020) are the fixed validation set whenever the data
     set holds other cases to train on; with only the bundled sample present, one case is held
     out (this is only good for showing the mechanics).
+
+    With ``folds`` (and ``fold``, 0-based): run ``fold`` of a grouped ``folds``-fold
+    cross-validation over *every* cached case, the bundled ones included
+    (:func:`lasegtut.split.fold_split`: identical images in one fold, the same folds on every
+    machine), as nnU-Net's 5-fold cross-validation uses every labelled case.
     """
     index = load_index(cache)
     hashes = {c: e["image_sha1"] for c, e in index["cases"].items()}
     ids = sorted(hashes)
+    if folds is not None:
+        train, val, _ = fold_split(ids, hashes, folds, 0 if fold is None else fold)
+        return train, val
     if set(VALIDATION_CASES) <= set(ids) and len(ids) > len(VALIDATION_CASES):
         return split_cases(ids, hashes, val_cases=VALIDATION_CASES)
     if len(ids) < 2:
         raise LasegError("at least two cases are needed to train and validate")
     return split_cases(ids, hashes, val_fraction=1 / 3, seed=0)
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process (DDP) run: Lightning's launcher starts them
+    by running the same command again with ``LOCAL_RANK`` / ``NODE_RANK`` set, and they must not
+    write what the first process writes (cache, split, weights, the command's report)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def available_cpus() -> int:
@@ -343,7 +389,8 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
           out: str | os.PathLike = "runs", *, max_epochs: int | None = None, resume: bool = True,
           cache: str | os.PathLike | None = None, progress: bool = True,
           init: str | os.PathLike | None = None, pack: str | os.PathLike | None = None,
-          max_minutes: float | None = None, **overrides: Any) -> TrainResult:
+          max_minutes: float | None = None, folds: int | None = None, fold: int | None = None,
+          **overrides: Any) -> TrainResult:
     """Train a U-Net and export ``out/model.pt``.
 
     Args:
@@ -358,6 +405,10 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
         pack: a training pack (:mod:`lasegtut.pack`) whose cases are added to the cache; with
             ``data=None`` the bundled sample then provides the validation cases.
         max_minutes: a time budget for the fit: the run is shortened to fit it (:class:`TimeBudget`).
+        folds, fold: train run ``fold`` (0-based) of a grouped ``folds``-fold cross-validation
+            over every case at hand (``data``'s and the pack's, the bundled validation cases
+            included): :func:`choose_split`. The folds are written to ``out/split.json``. Give
+            both, or neither.
         overrides: any other :class:`Profile` field, e.g. ``limit_train_batches=5``.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -371,8 +422,12 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     if prof.accelerator == "gpu" and not torch.cuda.is_available():
         raise LasegError(f"the {prof.name} profile needs a CUDA GPU; use --profile cpu on this machine")
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
+    if (folds is None) != (fold is None):
+        raise LasegError("give both --folds N and --fold K (K from 0 to N - 1) for a cross-validation run, or neither")
     root = resolve_data_dir(data)
-    list_cases(root)  # a broken dataset.json is refused before anything is written
+    known = list_cases(root)  # a broken dataset.json is refused before anything is written
+    if folds is not None:  # before any work: enough subjects for the folds, a fold that exists
+        _check_folds(known, pack, folds, fold)
     model_config = prof.model_config().to_dict()
     start = _load_init(init, prof) if init is not None else None  # before any work, like every check
     out = Path(out)
@@ -384,13 +439,22 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     cache = Path(cache) if cache else out / "cache"
     if (cache / "index.json").exists():
         load_index(cache)
-    make_output_dir(out)
-    if pack is not None:
-        unpack(pack, cache, border=prof.border)
-    write_cache(root, cache, border=prof.border, progress=progress)
-    train_cases, val_cases = choose_split(cache)
-    write_json_atomic(out / "split.json", {"train": train_cases, "val": val_cases,
-                                           "data": str(root), "pack": str(pack) if pack else None})
+    primary = is_primary_process()  # the other DDP processes find the cache and split written
+    if primary:
+        make_output_dir(out)
+        if pack is not None:
+            unpack(pack, cache, border=prof.border)
+        write_cache(root, cache, border=prof.border, progress=progress)
+    train_cases, val_cases = choose_split(cache, folds, fold)
+    split_info = {"train": train_cases, "val": val_cases, "data": str(root), "pack": str(pack) if pack else None}
+    if folds is not None:
+        index = load_index(cache)["cases"]
+        split_info.update(folds=folds, fold=fold,
+                          fold_cases=kfold_cases(sorted(index), {c: e["image_sha1"] for c, e in index.items()}, folds))
+    if primary:
+        write_json_atomic(out / "split.json", split_info)
+    if folds is not None and progress and primary:  # the folds before a long run, not only after it
+        print(describe_folds(split_info["fold_cases"], fold), flush=True)
 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -436,14 +500,32 @@ def train(data: str | os.PathLike | None = None, profile: str | Profile = "cpu",
     last_dice = trainer.callback_metrics.get("val_dice")
     epochs = int(trainer.current_epoch)
     meta = {"profile": prof.name, "train_cases": ",".join(train_cases), "val_cases": ",".join(val_cases),
+            "cv_fold": f"{fold} of {folds}" if folds is not None else "none",
             "epochs": epochs, "selected": prof.select, "best_val_dice_train_res": best_score or -1.0,
             "last_val_dice_train_res": float(last_dice) if last_dice is not None else -1.0,
             "train_seconds": round(seconds, 1), "train_slices": len(dm.train_set),
             "precision": trainer.precision, "device": _device_name(prof.accelerator),
+            "processes": trainer.world_size,
             "lasegtut_version": __version__, "torch_version": str(torch.__version__)}
     module = module.float().to(memory_format=torch.contiguous_format)
-    weights = export_weights(module.model, module.geometry, out / "model.pt", meta=meta)
-    return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases)
+    weights = out / "model.pt"
+    if trainer.is_global_zero:  # one weights file, written by one process
+        export_weights(module.model, module.geometry, weights, meta=meta)
+    return TrainResult(out, weights, best_path, best_score, epochs, seconds, train_cases, val_cases,
+                       split_info.get("fold_cases"), fold)
+
+
+def _check_folds(cases: Sequence[str], pack: str | os.PathLike | None, folds: int, fold: int) -> None:
+    """Refuse a cross-validation that cannot run, before any work: fewer subjects at hand (``cases``
+    and the pack's, identical images counted once where the pack knows them) than folds, or a
+    fold number outside ``0 .. folds - 1`` (LasegError, one line)."""
+    hashes: dict[str, str] = {c: f"case:{c}" for c in cases}
+    if pack is not None:
+        from .pack import read_pack
+
+        meta, _ = read_pack(pack)
+        hashes.update({c: e["image_sha1"] for c, e in meta["cases"].items()})
+    fold_split(sorted(hashes), hashes, folds, fold)
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from lasegtut.volume import sphere_mask, volume_ml
 SAMPLE_LABEL = SAMPLE / "labelsTr" / "la_009.nii.gz"
 SPACING = (1.25, 1.25, 1.37)
 SHAPE = (40, 40, 36)
-EVAL_KEYS = {"dice", "iou", "hd95_mm", "assd_mm", "volume_pred_ml", "volume_label_ml"}
+EVAL_KEYS = {"dice", "iou", "hd95_mm", "assd_mm", "nsd", "nsd_tolerance_mm", "volume_pred_ml", "volume_label_ml"}
 
 
 def ball(radius_mm: float, center_mm=None) -> np.ndarray:
@@ -58,6 +58,30 @@ def test_evaluate_prints_metrics_and_json(capsys, pred_path, label_path):
     assert report["volume_label_ml"] == pytest.approx(volume_ml(ball(15.0), SPACING))
     assert report["volume_label_ml"] == pytest.approx(4 / 3 * math.pi * 15 ** 3 / 1000, rel=0.02)
     assert any(line.startswith("Dice ") for line in out)
+
+
+def test_evaluate_reports_nsd_at_the_decathlon_tolerance_or_the_one_given(capsys, pred_path, label_path):
+    from lasegtut.metrics import NSD_TOLERANCE_MM, nsd
+
+    pred, label = ball(14.0, (26.0, 24.0, 24.0)), ball(15.0)
+    rc, out, _ = run(capsys, ["evaluate", pred_path, label_path, "--json"])
+    report = json.loads(out[-1])
+    assert rc == 0 and report["nsd_tolerance_mm"] == NSD_TOLERANCE_MM == 4.0
+    assert report["nsd"] == pytest.approx(nsd(pred, label, SPACING, 4.0))
+    rc, out, _ = run(capsys, ["evaluate", pred_path, label_path, "--json", "--nsd-tolerance", "0.5"])
+    tight = json.loads(out[-1])
+    assert tight["nsd_tolerance_mm"] == 0.5 and tight["nsd"] == pytest.approx(nsd(pred, label, SPACING, 0.5))
+    assert tight["nsd"] < report["nsd"]  # a tighter tolerance forgives less
+    assert any("NSD" in line and "0.5 mm" in line for line in out)
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "four"])
+def test_evaluate_bad_nsd_tolerance_is_one_line_exit_2(capsys, pred_path, label_path, bad):
+    with pytest.raises(SystemExit) as e:  # argparse's exit, with the contract of every other error
+        main(["evaluate", str(pred_path), str(label_path), f"--nsd-tolerance={bad}"])
+    cap = capsys.readouterr()
+    assert_one_line_error(e.value.code, cap.err.splitlines())
+    assert "nsd-tolerance" in cap.err and cap.out == ""
 
 
 def test_evaluate_without_json_prints_no_json(capsys, pred_path, label_path):

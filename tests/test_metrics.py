@@ -11,8 +11,8 @@ from scipy import ndimage
 from conftest import MSD_SPACING, SAMPLE
 from lasegtut.data import load_mask
 from lasegtut.errors import LasegError
-from lasegtut.metrics import (SCORE_KEYS, assd, best_worst_slices, dice, evaluate_masks, hd95, iou, joint_bbox,
-                              per_slice_dice, score_masks, surface_distances, surface_voxels)
+from lasegtut.metrics import (NSD_TOLERANCE_MM, SCORE_KEYS, assd, best_worst_slices, dice, evaluate_masks, hd95,
+                              iou, joint_bbox, nsd, per_slice_dice, score_masks, surface_distances, surface_voxels)
 from lasegtut.volume import volume_ml
 
 SAMPLE_LABELS = SAMPLE / "labelsTr"
@@ -79,7 +79,7 @@ def test_dice_and_iou_of_overlapping_boxes():
 def test_identical_masks_are_perfect(la009):
     mask, spacing = la009
     m = evaluate_masks(mask, mask, spacing)
-    assert m == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0}
+    assert m == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0, "nsd": 1.0}
     assert all(type(v) is float for v in m.values())
 
 
@@ -91,7 +91,8 @@ def test_nonzero_values_count_as_foreground():
 # ----------------------------------------------------------------------------- empty masks
 def test_both_empty_is_perfect_agreement():
     z = np.zeros((8, 8, 8), np.uint8)
-    assert evaluate_masks(z, z, (1, 1, 1)) == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0}
+    assert evaluate_masks(z, z, (1, 1, 1)) == {"dice": 1.0, "iou": 1.0, "hd95_mm": 0.0, "assd_mm": 0.0, "nsd": 1.0}
+    assert nsd(z, z, (1, 1, 1)) == 1.0
 
 
 @pytest.mark.parametrize("which", ["pred", "label"])
@@ -100,7 +101,7 @@ def test_one_empty_mask_is_the_worst_result_not_nan(which):
     empty = np.zeros_like(full)
     pred, label = (empty, full) if which == "pred" else (full, empty)
     m = evaluate_masks(pred, label, (1.25, 1.25, 1.37))
-    assert m["dice"] == 0.0 and m["iou"] == 0.0
+    assert m["dice"] == 0.0 and m["iou"] == 0.0 and m["nsd"] == 0.0 and nsd(pred, label, (1, 1, 1), 100.0) == 0.0
     assert m["hd95_mm"] == math.inf and m["assd_mm"] == math.inf
     assert not any(math.isnan(v) for v in m.values())
     assert hd95(pred, label, (1, 1, 1)) == math.inf and assd(pred, label, (1, 1, 1)) == math.inf
@@ -243,6 +244,73 @@ def test_two_labels_of_the_same_image_la005_la026(shared_root):
     assert 1.0 < ours["assd_mm"] < ours["hd95_mm"] < 15.0
     # MONAI on the whole volume gives the same answer as on the crop used above
     assert monai_distances(a, b, sp_a) == pytest.approx((h, s), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- NSD (surface Dice)
+def monai_nsd(pred: np.ndarray, label: np.ndarray, spacing, tolerance_mm: float) -> float:
+    """MONAI's ``compute_surface_dice`` (voxel surfaces) of one binary pair, in mm."""
+    torch = pytest.importorskip("torch")
+    mm = pytest.importorskip("monai.metrics")
+
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # one channel that is the foreground: include_background=True keeps it
+        return float(mm.compute_surface_dice(t(pred), t(label), [tolerance_mm], include_background=True,
+                                             spacing=list(spacing)))
+
+
+def test_nsd_default_is_the_decathlons_left_atrium_tolerance():
+    assert NSD_TOLERANCE_MM == 4.0  # Antonelli et al. 2022, Task02_Heart
+
+
+def test_nsd_by_hand_on_two_shifted_slabs():
+    """Two 1-voxel-thick sheets 3 voxels apart along z (2 mm voxels there): every surface voxel
+    is 6 mm from the other surface, so NSD is 0 below 6 mm and 1 from 6 mm on."""
+    a, b = box((6, 6, 10), (1, 1, 2), (5, 5, 3)), box((6, 6, 10), (1, 1, 5), (5, 5, 6))
+    sp = (1.0, 1.0, 2.0)
+    assert nsd(a, b, sp, 5.9) == 0.0 and nsd(a, b, sp, 6.0) == 1.0 and nsd(a, b, sp, 100) == 1.0
+    assert nsd(a, a, sp, 0.0) == 1.0
+    assert evaluate_masks(a, b, sp, nsd_tolerance_mm=6.0)["nsd"] == 1.0
+
+
+@pytest.mark.parametrize("tol", [-1.0, float("nan"), float("inf"), "four"])
+def test_nsd_bad_tolerance_is_a_user_error(tol):
+    a = box((6, 6, 6), (1, 1, 1), (4, 4, 4))
+    with pytest.raises(LasegError, match="tolerance"):
+        nsd(a, a, (1, 1, 1), tol)
+    with pytest.raises(LasegError, match="tolerance"):
+        score_masks(a, a, (1, 1, 1), nsd_tolerance_mm=tol)
+
+
+@pytest.mark.parametrize("tol", [1.0, 2.0, NSD_TOLERANCE_MM, 8.0])
+def test_nsd_agrees_with_monai_on_the_two_experts_labels(tol):
+    """data/duplicate_pair: one scan labelled by two experts (la_005 / la_026), a real pair of
+    labels; anisotropic voxels (1.25 x 1.25 x 1.37 mm). MONAI on the whole array."""
+    from lasegtut.data import DUPLICATE_PAIR
+
+    a, sp, _ = load_mask(DUPLICATE_PAIR / "labelsTr" / "la_005.nii.gz")
+    b, _, _ = load_mask(DUPLICATE_PAIR / "labelsTr" / "la_026.nii.gz")
+    ours = nsd(a, b, sp, tol)
+    assert ours == pytest.approx(monai_nsd(a, b, sp, tol), abs=1e-6)  # MONAI returns float32
+    assert evaluate_masks(a, b, sp, nsd_tolerance_mm=tol)["nsd"] == ours
+    if tol == NSD_TOLERANCE_MM:
+        assert round(ours, 3) == 0.941  # the two experts agree on 94% of the surface within 4 mm
+
+
+def test_nsd_agrees_with_monai_on_a_real_label_and_on_blobs_touching_the_edge(la009):
+    mask, spacing = la009
+    pred = perturbed(mask, erode=2, shift=3)
+    p, lab = cropped(pred, mask)
+    for tol in (1.0, NSD_TOLERANCE_MM):
+        assert nsd(pred, mask, spacing, tol) == pytest.approx(monai_nsd(p, lab, spacing, tol), abs=1e-6)  # MONAI returns float32
+    rng = np.random.default_rng(1)
+    noise = ndimage.gaussian_filter(rng.standard_normal((40, 36, 30)), 3)
+    label, pred = (noise > 0.02).astype(np.uint8), (noise > 0.0).astype(np.uint8)
+    assert nsd(pred, label, (0.8, 1.1, 2.5), 1.5) == pytest.approx(monai_nsd(pred, label, (0.8, 1.1, 2.5), 1.5),
+                                                                    abs=1e-6)  # MONAI returns float32
 
 
 # ----------------------------------------------------------------------------- scoring and slices

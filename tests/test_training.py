@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
 
 import pytest
@@ -97,6 +99,11 @@ def test_full_data_split_uses_bundled_cases_for_validation(shared_root, tmp_path
     train_ids, val_ids = choose_split(tmp_path / "cache")
     assert val_ids == ["la_009", "la_014", "la_020"]
     assert len(train_ids) == 15 and {"la_005", "la_026"} <= set(train_ids)
+    # grouped 5-fold cross-validation over all 18, the bundled cases included: the duplicate pair
+    # is found by its image hash and validated in one fold
+    vals = [choose_split(tmp_path / "cache", 5, k)[1] for k in range(5)]
+    assert sorted(c for v in vals for c in v) == sorted(train_ids + val_ids)
+    assert any({"la_005", "la_026"} <= set(v) for v in vals)
 
 
 def test_last_checkpoint_is_the_last_epoch(tmp_path):
@@ -162,3 +169,60 @@ def test_slice_axis_trains_and_travels_with_the_weights(tmp_path):
     across0 = reslice(load_cached_case(tmp_path / "cache", "la_020")[1], 0)
     assert (mask[0].numpy() == across0[x]).all() and across0[x].any()
     assert get_profile("cpu").slice_axis == 0  # the shipped recipe slices across axis 0
+
+
+# ----------------------------------------------------------------------------- cross-validation
+@pytest.fixture(scope="module")
+def cv_run(run, tmp_path_factory):
+    """Fold 1 of a grouped 3-fold cross-validation of the three bundled cases (the ``run``
+    fixture's cache, so nothing is preprocessed again; a few batches)."""
+    out = tmp_path_factory.mktemp("cv") / "fold1"
+    result = train(SAMPLE, "ci", out, cache=run[0] / "cache", progress=False, max_epochs=1,
+                   limit_train_batches=2, limit_val_batches=1, folds=3, fold=1)
+    return out, result
+
+
+def test_cross_validation_fold_trains_on_the_other_folds(cv_run):
+    out, result = cv_run
+    split = json.loads((out / "split.json").read_text())
+    assert split["folds"] == 3 and split["fold"] == 1
+    assert split["val"] == split["fold_cases"][1] == result.val_cases and len(result.val_cases) == 1
+    assert sorted(c for f in split["fold_cases"] for c in f) == ["la_009", "la_014", "la_020"]
+    assert sorted(result.train_cases + result.val_cases) == ["la_009", "la_014", "la_020"]
+    assert torch.load(result.weights, weights_only=True)["meta"]["cv_fold"] == "1 of 3"
+    assert f"fold 1: {result.val_cases[0]}  <- validation" in result.describe()
+
+
+def test_cross_validation_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
+    for argv, why in ((["--fold", "0"], "5 folds need at least 5 labelled subjects, but only 3"),
+                      (["--folds", "3", "--fold", "3"], "from 0 to 2"),
+                      (["--folds", "3"], "give both")):
+        rc = main(["train", "--data", str(SAMPLE), "--profile", "ci", "--out", str(tmp_path / "x"), "--quiet", *argv])
+        err = capsys.readouterr().err.splitlines()
+        assert rc == 2 and len(err) == 1 and why in err[0], err
+        assert not (tmp_path / "x").exists()
+
+
+def test_out_of_fold_predictions_of_a_run(cv_run, run, tmp_path, capsys):
+    """The README's recipe on one fold: predict --held-out RUN segments exactly the cases the run
+    held out, with the run's model (a ci model trained for two batches may find no atrium: its
+    row then says so; folder evaluate's scoring is tested in test_stats.py and test_cohort.py)."""
+    out, result = cv_run
+    oof = tmp_path / "oof"
+    rc = main(["predict", str(SAMPLE / "imagesTr"), str(oof), "--held-out", str(out), "--device", "cpu", "--json"])
+    assert rc in (0, 1)
+    with open(oof / "volumes.csv", newline="") as f:
+        assert [r["case"] for r in csv.DictReader(f)] == result.val_cases
+    assert {p.name for p in oof.glob("*.nii.gz")} <= {f"{c}.nii.gz" for c in result.val_cases}
+    capsys.readouterr()
+    # a scans folder without the held-out case, and a run that is not a cross-validation run
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(SAMPLE / "imagesTr" / f"{result.train_cases[0]}.nii.gz", other)
+    for argv, why in (([str(other), str(tmp_path / "o2"), "--held-out", str(out)], "not among the scans given"),
+                      ([str(SAMPLE / "imagesTr"), str(tmp_path / "o3"), "--held-out", str(run[0])],
+                       "not a cross-validation run")):
+        assert main(["predict", *argv]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and why in err[0], err
+        assert not os.path.exists(argv[1])
