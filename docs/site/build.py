@@ -302,15 +302,16 @@ def assemble(src: Path) -> list[Path]:
     return notebooks
 
 
-def build(out: Path, src: Path, *, quiet: bool = True) -> int:
-    """Assemble the sources and run Sphinx; returns Sphinx's exit status."""
+def build(out: Path, src: Path, *, quiet: bool = True, extra_args: list[str] | None = None) -> int:
+    """Assemble the sources in ``src`` and run Sphinx into ``out``; returns Sphinx's exit status.
+    ``extra_args`` go to ``sphinx-build`` (e.g. ``["-w", "warnings.txt"]``)."""
     from sphinx.cmd.build import build_main
 
     assemble(src)
     args = ["-b", "html", "-c", str(HERE), "-d", str(src.parent / (src.name + "-doctrees")), "-E", "-j", "1"]
     if quiet:
         args.append("-q")
-    return build_main([*args, str(src), str(out)])
+    return build_main([*args, *(extra_args or []), str(src), str(out)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ autodoc_inherit_docstrings = False  # a LightningModule hook we override keeps i
 autodoc_default_options = {"exclude-members": "__init__, __new__"}
 
 html_theme = "sphinx_book_theme"
-html_title = "lasegtut: the left atrium in cardiac MRI, from voxels to millilitres"
+html_title = "lasegtut: the left-atrium course"
 html_baseurl = "https://lasegtut.github.io/lasegtut/"
 html_static_path = ["_static"]
 html_css_files = ["course.css"]  # the collapsed model answers, styled as such
