@@ -30,8 +30,10 @@ from conftest import REPO
 
 from lasegtut.cli import build_parser
 
-# slow: one Sphinx build, shared by every test here; Sphinx 9 announces API changes for its extensions
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+# Sphinx 9 announces API changes to its extensions (MyST, the theme) as PendingDeprecationWarning.
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+#: The tests that use the built site: one Sphinx build (module fixture), about 45 s on a quiet 2-core CPU.
+slow = pytest.mark.slow
 
 STUDENT = REPO / "student"
 BUILDER = REPO / "docs" / "site" / "build.py"
@@ -108,6 +110,7 @@ def site(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- pages and figures
+@slow
 def test_every_student_notebook_has_a_page_with_its_figures(site):
     notebooks = _student_notebooks()
     assert len(notebooks) >= 7
@@ -124,8 +127,10 @@ def test_every_student_notebook_has_a_page_with_its_figures(site):
             assert f.is_file() and f.stat().st_size > 1000, f"{page_path.name}: figure {src} missing or empty"
         title = next(line[2:] for line in "".join(_cells(nb)[0]["source"]).splitlines() if line.startswith("# "))
         assert title.strip() in "".join(page.text), f"{page_path.name} does not show the notebook's title"
+        assert "../glossary.html" in page.links, f"{page_path.name} does not link the site's glossary"
 
 
+@slow
 def test_model_answers_are_collapsed(site):
     """Each model answer of the student edition is a <details> block on the page, closed."""
     for nb in _student_notebooks():
@@ -147,6 +152,7 @@ def _local_target(page: Path, link: str) -> tuple[Path, str] | None:
     return (page.parent / unquote(url.path)).resolve(), url.fragment
 
 
+@slow
 def test_internal_links_and_anchors_resolve(site):
     pages = _pages(site)
     assert len(pages) >= 12
@@ -168,6 +174,7 @@ def test_internal_links_and_anchors_resolve(site):
     assert not broken, f"{len(broken)} broken links, e.g.:\n" + "\n".join(broken[:20])
 
 
+@slow
 def test_sections_have_anchors_a_teacher_can_link_to(site):
     for nb in _student_notebooks():
         html = (site / "student" / f"{nb.stem}.html").read_text(encoding="utf-8")
@@ -177,6 +184,7 @@ def test_sections_have_anchors_a_teacher_can_link_to(site):
         assert len(links) >= len(headings) > 3, f"{nb.name}: {len(headings)} sections, {len(links)} anchors"
 
 
+@slow
 def test_launch_links_open_student_notebooks_that_exist(site):
     for page in _pages(site):
         for link in _parse(page).links:
@@ -204,6 +212,7 @@ def _verbs(parser: argparse.ArgumentParser, prefix: str = "lasegtut"):
                 yield from _verbs(sub, f"{prefix} {name}")
 
 
+@slow
 def test_cli_page_lists_every_verb_and_option(site):
     page = _parse(site / "cli.html")
     text = " ".join("".join(page.text).split())
@@ -216,6 +225,7 @@ def test_cli_page_lists_every_verb_and_option(site):
                 assert option in text, f"the CLI page does not list {name} {option}"
 
 
+@slow
 def test_api_reference_has_an_entry_per_function_the_notebooks_call(site):
     page = _parse(site / "api.html")
     assert "lasegtut.metrics.dice" in page.ids and "lasegtut.volume.volume_ml" in page.ids
@@ -248,6 +258,7 @@ def test_api_names_are_found_in_the_notebooks_code(tmp_path):
     assert not any(n.startswith("np") or "mean" in n for n in names)
 
 
+@slow
 def test_landing_page_reads_the_syllabus_from_the_notebooks(site):
     builder = _builder()
     text = " ".join("".join(_parse(site / "index.html").text).split())
@@ -261,6 +272,22 @@ def test_landing_page_reads_the_syllabus_from_the_notebooks(site):
     for words in ("CC-BY-SA 4.0", "Simpson", "Antonelli", "Binder", "Colab", "How to cite", "Prerequisites"):
         assert words in text, f"the landing page does not say {words!r}"
     assert (site / "search.html").is_file() and "dice" in (site / "searchindex.js").read_text().lower()
+
+
+def test_readme_and_workflow_build_the_site_with_one_command():
+    """The README's site command installs the ``site`` extra and runs the builder; the Pages workflow runs
+    that same command (read from the README) and publishes its output folder; ``test`` includes ``site``."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- site-command -->\n```bash\n(.+?)\n```", readme)
+    assert block, "the README has no <!-- site-command --> block"
+    command = block.group(1)
+    assert '.venv/bin/pip install -e ".[site]"' in command and command.endswith("docs/site/build.py")
+    assert "https://lasegtut.github.io/lasegtut/" in readme
+    workflow = (REPO / ".github" / "workflows" / "site.yml").read_text(encoding="utf-8")
+    assert "awk '/<!-- site-command -->/" in workflow and "path: _build/html" in workflow
+    assert "actions/upload-pages-artifact" in workflow and "actions/deploy-pages" in workflow
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"lasegtut[site]"' in pyproject.split("test = [", 1)[1].split("]\n", 1)[0]
 
 
 # ----------------------------------------------------------------------------- in a real browser
@@ -286,6 +313,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@slow
 @pytest.mark.browser
 def test_site_in_a_browser(served, tmp_path):
     from test_browser import CHROMIUM_ARGS
@@ -321,7 +349,7 @@ def test_site_in_a_browser(served, tmp_path):
             colab.wait_for(state="visible")
             assert colab.get_attribute("href") == f"{COLAB}student/06_evaluation.ipynb"
             page.screenshot(path=str(tmp_path / "site_launch_buttons.png"))
-            page.keyboard.press("Escape")
+            page.locator(".dropdown-launch-buttons button").first.click()  # closed again
 
             details = page.locator("details").first
             details.scroll_into_view_if_needed()
