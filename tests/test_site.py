@@ -128,6 +128,7 @@ def test_every_student_notebook_has_a_page_with_its_figures(site):
         title = next(line[2:] for line in "".join(_cells(nb)[0]["source"]).splitlines() if line.startswith("# "))
         assert title.strip() in "".join(page.text), f"{page_path.name} does not show the notebook's title"
         assert "../glossary.html" in page.links, f"{page_path.name} does not link the site's glossary"
+        assert "IPython.core.display" not in "".join(page.text), f"{page_path.name} shows an output's bare repr"
 
 
 @slow
@@ -336,7 +337,7 @@ def test_site_in_a_browser(served, tmp_path):
             assert page.locator("table").filter(has_text="student time").count() >= 1
             page.screenshot(path=str(tmp_path / "site_landing.png"))
 
-            # a notebook page: every figure loaded, a launch button, a collapsed model answer that opens
+            # a notebook page: every figure loaded, a collapsed model answer that opens, a launch button
             page.goto(f"{served}/student/06_evaluation.html")
             figures = page.locator("img[src*='_images/']")
             assert figures.count() >= 4
@@ -344,12 +345,6 @@ def test_site_in_a_browser(served, tmp_path):
                                    ".every(i => i.complete && i.naturalWidth > 0)")
             figures.first.scroll_into_view_if_needed()
             page.screenshot(path=str(tmp_path / "site_notebook_figure.png"))
-            page.locator(".dropdown-launch-buttons button").first.click()
-            colab = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']").first
-            colab.wait_for(state="visible")
-            assert colab.get_attribute("href") == f"{COLAB}student/06_evaluation.ipynb"
-            page.screenshot(path=str(tmp_path / "site_launch_buttons.png"))
-            page.locator(".dropdown-launch-buttons button").first.click()  # closed again
 
             details = page.locator("details").first
             details.scroll_into_view_if_needed()
@@ -362,10 +357,19 @@ def test_site_in_a_browser(served, tmp_path):
             assert answer.is_visible()
             page.screenshot(path=str(tmp_path / "site_answer_open.png"))
 
+            # the launch menu (the rocket) opens this notebook's student edition
+            page.locator(".dropdown-launch-buttons button").first.click()
+            colab = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']").first
+            colab.wait_for(state="visible")
+            assert colab.get_attribute("href") == f"{COLAB}student/06_evaluation.ipynb"
+            page.screenshot(path=str(tmp_path / "site_launch_buttons.png"))
+
             # search, with Sphinx's own offline index
             page.goto(f"{served}/search.html?q=Dice")
             hits = page.locator("#search-results ul.search li")
-            hits.first.wait_for(state="visible")
+            # Sphinx lists the hits one by one, then says how many it found
+            page.wait_for_function("() => /found [1-9]\\d* page/.test("
+                                   "(document.querySelector('#search-results') || {}).innerText || '')")
             assert hits.count() >= 3
             assert page.locator("#search-results").filter(has_text="Evaluating the model").count() == 1
             page.screenshot(path=str(tmp_path / "site_search.png"))

@@ -92,12 +92,25 @@ def syllabus(notebooks: list[Path]) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: What a page shows instead of the bare repr of an HTML output (an animation) that the student edition drops.
+LIVE_ONLY = ("*(Output that plays only in a running notebook, such as an animation: launch this notebook "
+             "on Binder or Colab, rocket button above, to see it.)*")
+
+
 def copy_notebook(src: Path, dst: Path) -> None:
-    """Copy a student notebook, pointing its glossary link at the site's glossary page."""
+    """Copy a student notebook, pointing its glossary link at the site's glossary page. The student edition
+    keeps no HTML or JavaScript outputs (only their text repr, ``<IPython.core.display.HTML object>``);
+    the page says what is missing instead of showing that repr."""
     nb = json.loads(src.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown" and GLOSSARY_URL in _source(cell):
             cell["source"] = _source(cell).replace(GLOSSARY_URL, "../glossary.md")
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = "".join(data.get("text/plain", ""))
+            if set(data) == {"text/plain"} and re.fullmatch(r"<IPython\.core\.display\.(HTML|Javascript) object>",
+                                                            text.strip()):
+                out["data"] = {"text/markdown": LIVE_ONLY}
     dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
