@@ -43,6 +43,10 @@ GLOSSARY_URL = "https://github.com/lasegtut/lasegtut/blob/main/docs/glossary.md"
 SYLLABUS_MARK = "<!-- syllabus -->"
 
 
+class SiteError(Exception):
+    """Something the site cannot be built without (one line for the user, exit status 2)."""
+
+
 # ----------------------------------------------------------------------------- notebooks
 def _source(cell: dict) -> str:
     s = cell.get("source", "")
@@ -300,10 +304,10 @@ def assemble(src: Path) -> list[Path]:
     (src / "student").mkdir(parents=True)
     notebooks = student_notebooks()
     if not notebooks:
-        raise SystemExit(f"site: no student notebooks in {STUDENT}")
+        raise SiteError(f"no student notebooks in {STUDENT}")
     index = (HERE / "index.md").read_text(encoding="utf-8")
     if SYLLABUS_MARK not in index:
-        raise SystemExit(f"site: {HERE / 'index.md'} has no {SYLLABUS_MARK} line")
+        raise SiteError(f"{HERE / 'index.md'} has no {SYLLABUS_MARK} line")
     (src / "index.md").write_text(index.replace(SYLLABUS_MARK, syllabus(notebooks)), encoding="utf-8")
     for nb in notebooks:
         copy_notebook(nb, src / "student" / nb.name)
@@ -318,7 +322,11 @@ def assemble(src: Path) -> list[Path]:
 def build(out: Path, src: Path, *, quiet: bool = True, extra_args: list[str] | None = None) -> int:
     """Assemble the sources in ``src`` and run Sphinx into ``out``; returns Sphinx's exit status.
     ``extra_args`` go to ``sphinx-build`` (e.g. ``["-w", "warnings.txt"]``)."""
-    from sphinx.cmd.build import build_main
+    try:
+        from sphinx.cmd.build import build_main
+        import myst_nb, sphinx_book_theme  # noqa: F401  (conf.py's extension and theme)
+    except ImportError as e:
+        raise SiteError(f"{e.name} is not installed: pip install -e '.[site]'") from None
 
     assemble(src)
     args = ["-b", "html", "-c", str(HERE), "-d", str(src.parent / (src.name + "-doctrees")), "-E", "-j", "1"]
@@ -336,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")  # autodoc imports lasegtut.plots
     t0 = time.perf_counter()
-    rc = build(Path(args.out), Path(args.src), quiet=not args.verbose)
+    try:
+        rc = build(Path(args.out), Path(args.src), quiet=not args.verbose)
+    except SiteError as e:
+        print(f"site: error: {e}", file=sys.stderr)
+        return 2
     if rc == 0:
         out = Path(args.out)
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
