@@ -224,10 +224,11 @@ def _check_no_leak(cell: dict[str, Any], solution: set[str], where: str) -> None
 
 #: The summary line of a collapsed model answer in the self-study edition.
 ANSWER_SUMMARY = "Model answer (try it yourself first)"
-#: Output types a self-study copy keeps, and the MIME types of their data it keeps (no widget views:
-#: their saved state is dropped, so they would show as errors; no HTML or JavaScript from the teacher's run).
+#: Output types a self-study copy keeps, and the MIME types of their data it keeps: text, images and the
+#: HTML of the course's slice animations (:func:`lasegtut.plots.animation_html`); no widget views (their
+#: saved state is dropped, so they would show as errors), no bare JavaScript.
 _KEPT_OUTPUTS = ("stream", "display_data", "execute_result")
-_KEPT_MIME = ("text/plain", "image/png", "image/jpeg", "image/svg+xml")
+_KEPT_MIME = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml")
 
 
 def _solution_blocks(lines: list[str]) -> list[list[str]]:
