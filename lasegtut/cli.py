@@ -147,7 +147,7 @@ def _evaluate_folders(args: argparse.Namespace) -> int:
 
 def cmd_volume(args: argparse.Namespace) -> int:
     from .data import load_mask
-    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_ml
+    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_ml, warn_implausible
 
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
@@ -159,8 +159,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     why = implausible(out["volume_ml"])
     if why is not None and args.height_cm is not None:
         raise LasegError(f"{why}: not graded; check the mask")
-    if why is not None:  # measured, but said: a toy mask, or a header whose voxel size is wrong
-        warnings.warn(f"{why}; check the mask and the voxel size in its header", LasegWarning)
+    if why is not None:
+        warn_implausible(out["volume_ml"])
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)
@@ -177,11 +177,13 @@ def cmd_volume(args: argparse.Namespace) -> int:
 def cmd_shape(args: argparse.Namespace) -> int:
     from .data import load_mask
     from .shape import check_mesh_path, shape_metrics, write_mesh
+    from .volume import warn_implausible
 
     if args.mesh:
         check_mesh_path(args.mesh, args.force, inputs=[args.mask])  # fail before any work
     mask, spacing, affine = load_mask(args.mask)
     report = shape_metrics(mask, spacing, components="error" if args.strict else "largest")
+    warn_implausible(report.volume_ml)  # the same one warning line as `lasegtut volume`
     print(f"left-atrium shape of {args.mask}")
     print(report.describe())
     out = report.to_dict()
