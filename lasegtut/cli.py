@@ -76,20 +76,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_file
 
     if _is_cohort(args.input, args.output):
-        from .cohort import predict_folder
+        from .cohort import check_part, predict_folder
+
+        check_part(args.part, args.parts)  # before any work
 
         table, rows = predict_folder(args.input, args.output, weights=args.weights, device=args.device,
                                      body_sizes=args.body_sizes, force=args.force, tta=args.tta,
-                                     largest_component=not args.no_lcc, progress=not args.json)
+                                     largest_component=not args.no_lcc, progress=not args.json,
+                                     part=args.part, parts=args.parts)
         bad = [r for r in rows if r["status"] != "ok"]
         failed = [r for r in bad if r["status"].startswith("error")]
-        print(f"wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
+        share = f"part {args.part} of {args.parts}: " if args.parts is not None else ""
+        print(f"{share}wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
         for r in bad:
             print(f"lasegtut predict: {r['case']}: {r['status']}", file=sys.stderr)
         if args.json:
             _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad), "failed": len(failed)})
         # every scan was tried; a script still learns that some could not be segmented
         return 1 if failed else 0
+    if args.part is not None or args.parts is not None:
+        raise LasegError("--part and --parts split a folder (or several scans) into shares; one scan has one")
     if args.body_sizes:
         raise LasegError("--body-sizes is for a folder of scans; for one scan use `lasegtut volume MASK --height-cm --weight-kg`")
     report = predict_file(args.input[0], args.output, weights=args.weights, force=args.force,
@@ -297,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tta", action="store_true",
                     help="also predict mirrored slices and average (only helps models trained with flips)")
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
+    sp.add_argument("--part", type=int, metavar="K", help="with a folder: segment only the K-th share "
+                    "(counted from 0, like nnU-Net's -part_id) of --parts N; see docs/cluster.md")
+    sp.add_argument("--parts", type=int, metavar="N", help="with a folder: split the scans, sorted by name, "
+                    "into N disjoint shares (scan i goes to part i %% N); parts may run at once into one OUTPUT")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, volumes")
