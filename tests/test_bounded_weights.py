@@ -27,11 +27,14 @@ def _tiny(tmp_path: Path, name: str = "m.pt") -> Path:
 
 
 def zip_bomb_weights(tmp_path: Path) -> Path:
-    """A weights file whose extra tensor declares HUGE floats of zeros, deflated: a file of about
-    0.4 MB that ``torch.load`` would inflate to 400 MB before anything could compare shapes."""
+    """A weights file with an extra tensor in its state_dict that declares HUGE floats of zeros,
+    deflated: a file of about 0.4 MB that ``torch.load`` inflated to 400 MB before the shapes were
+    compared ("the weights do not match")."""
     marker = 1237  # numel of the small tensor, rewritten in the pickle as HUGE
     src = tmp_path / "src.pt"
-    torch.save({**torch.load(_tiny(tmp_path), weights_only=True), "extra": torch.zeros(marker)}, src)
+    payload = torch.load(_tiny(tmp_path), weights_only=True)
+    payload["state_dict"]["extra"] = torch.zeros(marker)
+    torch.save(payload, src)
     out = tmp_path / "bomb.pt"
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
         pkl = next(n for n in zin.namelist() if n.endswith("data.pkl"))
