@@ -113,20 +113,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.output.endswith((".nii", ".nii.gz")):
             raise LasegError("with --held-out, OUTPUT is a folder for the held-out cases' masks")
     if _is_cohort(args.input, args.output):
-        from .cohort import predict_folder
+        from .cohort import check_part, predict_folder
+
+        check_part(args.part, args.parts)  # before any work
 
         table, rows = predict_folder(args.input, args.output, weights=args.weights, device=args.device,
                                      body_sizes=args.body_sizes, force=args.force, tta=args.tta,
-                                     largest_component=not args.no_lcc, progress=not args.json)
+                                     largest_component=not args.no_lcc, progress=not args.json,
+                                     part=args.part, parts=args.parts)
         bad = [r for r in rows if r["status"] != "ok"]
         failed = [r for r in bad if r["status"].startswith("error")]
-        print(f"wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
+        share = f"part {args.part} of {args.parts}: " if args.parts is not None else ""
+        print(f"{share}wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
         for r in bad:
             print(f"lasegtut predict: {r['case']}: {r['status']}", file=sys.stderr)
         if args.json:
             _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad), "failed": len(failed)})
         # every scan was tried; a script still learns that some could not be segmented
         return 1 if failed else 0
+    if args.part is not None or args.parts is not None:
+        raise LasegError("--part and --parts split a folder (or several scans) into shares; one scan has one")
     if args.body_sizes:
         raise LasegError("--body-sizes is for a folder of scans; for one scan use `lasegtut volume MASK --height-cm --weight-kg`")
     report = predict_file(args.input[0], args.output, weights=args.weights, force=args.force,
@@ -211,7 +217,7 @@ def _interval_lines(summary: dict, tolerance_mm: float) -> str:
 
 def cmd_volume(args: argparse.Namespace) -> int:
     from .data import load_mask
-    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, reported_lavi, volume_ml
+    from .volume import bsa_mosteller, grade_lavi, implausible, lavi, reported_lavi, volume_ml, warn_implausible
 
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
@@ -223,8 +229,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     why = implausible(out["volume_ml"])
     if why is not None and args.height_cm is not None:
         raise LasegError(f"{why}: not graded; check the mask")
-    if why is not None:  # measured, but said: a toy mask, or a header whose voxel size is wrong
-        warnings.warn(f"{why}; check the mask and the voxel size in its header", LasegWarning)
+    if why is not None:
+        warn_implausible(out["volume_ml"])
     if args.height_cm is not None:
         bsa = bsa_mosteller(args.height_cm, args.weight_kg)
         index = lavi(out["volume_ml"], bsa)
@@ -242,11 +248,13 @@ def cmd_volume(args: argparse.Namespace) -> int:
 def cmd_shape(args: argparse.Namespace) -> int:
     from .data import load_mask
     from .shape import check_mesh_path, shape_metrics, write_mesh
+    from .volume import warn_implausible
 
     if args.mesh:
         check_mesh_path(args.mesh, args.force, inputs=[args.mask])  # fail before any work
     mask, spacing, affine = load_mask(args.mask)
     report = shape_metrics(mask, spacing, components="error" if args.strict else "largest")
+    warn_implausible(report.volume_ml)  # the same one warning line as `lasegtut volume`
     print(f"left-atrium shape of {args.mask}")
     print(report.describe())
     out = report.to_dict()
@@ -382,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-lcc", action="store_true", help="keep every component, not only the largest")
     sp.add_argument("--held-out", metavar="RUN", help="cross-validation: only the scans the run RUN (from `train "
                     "--folds N --fold K --out RUN`) held out, with its RUN/model.pt: out-of-fold predictions")
+    sp.add_argument("--part", type=int, metavar="K", help="with a folder: segment only the K-th share "
+                    "(counted from 0, like nnU-Net's -part_id) of --parts N; see docs/cluster.md")
+    sp.add_argument("--parts", type=int, metavar="N", help="with a folder: split the scans, sorted by name, "
+                    "into N disjoint shares (scan i goes to part i %% N); parts may run at once into one OUTPUT")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, NSD, volumes; "

@@ -392,7 +392,8 @@ def _save_mask(img: nib.Nifti1Image, output: Path) -> None:
     import gzip
 
     raw = img.to_bytes()
-    data = gzip.compress(raw, compresslevel=6) if output.name.endswith(".gz") else raw
+    # mtime=0: the same mask gives the same bytes (a run split in parts writes what one run writes)
+    data = gzip.compress(raw, compresslevel=6, mtime=0) if output.name.endswith(".gz") else raw
     try:
         atomic_write(output, lambda f: f.write(data))
     except OSError as e:

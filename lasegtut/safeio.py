@@ -39,11 +39,38 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
+def check_torch_records(path: str | os.PathLike, what: str = "weights file") -> None:
+    """Refuse, from the zip's table of contents alone, a torch file whose records would take more
+    memory than the file's own size: ``torch.save`` stores its tensors uncompressed, so only a
+    crafted file (e.g. 3.2 GB of zeros deflated into 3.3 MB) declares more. Nothing is decompressed
+    here; a file that is not a zip is left to ``torch.load`` (the old format cannot expand).
+
+    Raises:
+        LasegError: one line with the declared size (MB) and the file's size (MB).
+    """
+    import zipfile
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with zipfile.ZipFile(p) as z:
+            declared = sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return  # not a zip (or unreadable): torch.load says why in one line
+    if declared > size:
+        raise LasegError(f"{p} is refused: its records declare {declared / 1e6:.1f} MB of tensors in a file of "
+                         f"{size / 1e6:.1f} MB (compressed records, which torch.save never writes); "
+                         f"it is not a {what} made by lasegtut")
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "weights file", *, mmap: bool = False) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, with one-line errors.
 
     ``weights_only=True`` is passed explicitly, so neither the torch version's default nor the
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` environment variable can turn full unpickling back on.
+    The records' declared sizes are checked first (:func:`check_torch_records`). ``mmap=True``
+    maps the tensors' storage instead of reading it (a file of the old, non-zip format is read),
+    so that their declared shapes can be checked before a byte of a large tensor is in memory.
 
     Raises:
         LasegError: the file is missing, unreadable, not a torch file, or holds pickled objects
@@ -56,7 +83,14 @@ def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
     p = Path(path)
     if not p.is_file():
         raise LasegError(f"{what} {p} does not exist")
+    check_torch_records(p, what)
     try:
+        if mmap:
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):  # only "mmap can only be used with files saved with ..." falls back
+                    raise
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported (?:global|class)\W+(?:GLOBAL )?([\w.]+)", str(e))

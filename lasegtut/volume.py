@@ -123,6 +123,20 @@ def implausible(volume_ml: float) -> str | None:
     return f"{volume_ml:.1f} mL is outside any adult left atrium ({lo:.0f}-{hi:.0f} mL)"
 
 
+def warn_implausible(volume_ml: float) -> str | None:
+    """:func:`implausible`, and when the volume (mL) is, one :class:`~lasegtut.errors.LasegWarning`
+    (one ``warning:`` line on stderr under the command line) saying what to check. The one warning
+    of ``lasegtut volume`` and ``lasegtut shape``."""
+    import warnings
+
+    from .errors import LasegWarning
+
+    why = implausible(volume_ml)
+    if why is not None:  # measured, but said: a toy mask, or a header whose voxel size is wrong
+        warnings.warn(f"{why}; check the mask and the voxel size in its header", LasegWarning, stacklevel=2)
+    return why
+
+
 def bsa_mosteller(height_cm: float, weight_kg: float) -> float:
     """Body surface area in m^2 by the Mosteller formula ``sqrt(height_cm * weight_kg / 3600)``.
 

@@ -77,7 +77,8 @@ def load_weights(path: str | os.PathLike) -> tuple[UNet, ModelInfo]:
             lasegtut model, or a field that is missing or malformed.
     """
     path = Path(path)
-    config, state, info = parse_weights(load_torch_file(path), path)
+    # mapped, not read: a tensor's declared shape is checked before its bytes are in memory
+    config, state, info = parse_weights(load_torch_file(path, mmap=True), path)
     with torch.device("meta"):  # the network's shapes, without allocating it (a crafted config may be huge)
         expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
     if {k: tuple(v.shape) for k, v in state.items()} != expected:
@@ -87,7 +88,23 @@ def load_weights(path: str | os.PathLike) -> tuple[UNet, ModelInfo]:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError):
         raise LasegError(f"{path}: the weights do not match the network they describe") from None
+    del state  # the mapped file is no longer needed
+    check_finite(model, path)
     return model.eval(), info
+
+
+def check_finite(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Refuse a network with a NaN or infinite weight or buffer (a training run that diverged, a
+    damaged file): its every answer would be NaN, read later as "no left atrium found".
+
+    Raises:
+        LasegError: naming how many tensors hold such values and the first of them.
+    """
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise LasegError(f"{path}: the weights file holds NaN/inf values ({len(bad)} tensors, e.g. {bad[0]}); "
+                         "these are broken weights (a training run that diverged?): retrain or use other weights")
 
 
 def parse_weights(obj: object, path: Path) -> tuple[UNetConfig, dict, ModelInfo]:
