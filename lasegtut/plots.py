@@ -3,12 +3,17 @@
 Conventions: volumes are ``(x, y, z)`` arrays as :func:`lasegtut.data.load_case` returns them,
 spacing in mm in the same order. Functions that cut a volume are named by **array axis**, not
 by anatomical plane, because which plane an array axis holds depends on the scan. How a slice
-across an array axis is laid out on screen and what it is in the patient (``array_slice``,
+across an array axis is laid out on screen and what it is in the patient (``display_slice``,
 ``slice_aspect``, ``slice_letters``, ``plane_name``, ``axis_direction``, ``axcodes`` with the
 default ``MSD_HEART_AXCODES``) is decided in :mod:`lasegtut.orientation`; the figures here use
 it, so in the MSD heart scans the files' slices are labelled sagittal and the shipped model's
-slices (across axis 0) coronal. Every helper that shows a slice of a scan writes orientation
-letters on it; pass ``axcodes=None`` for a scan whose directions are unknown.
+slices (across axis 0) coronal. Every helper that shows a slice lays it out with
+:func:`lasegtut.orientation.display_slice` (a volume) or :func:`lasegtut.orientation.display_2d`
+(a slice of a stack of network input), in the course's one display convention
+(:data:`lasegtut.orientation.DISPLAY_CONVENTION`: radiological, the patient's right on the
+viewer's left on axial and coronal views, anterior on the left on sagittal views, superior up),
+and writes the direction letters computed there; pass ``axcodes=None`` for a scan whose
+directions are unknown (no letters). Only the display is flipped, never the data.
 
 Every function takes plain arrays and returns matplotlib objects, so notebooks stay short and
 figures look the same everywhere. Figures are drawn at :data:`FIG_DPI` with image panels of at
@@ -23,8 +28,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .metrics import bounding_box
-from .orientation import (MSD_HEART_AXCODES, array_slice, axis_direction, check_axis, plane_name, slice_aspect,
-                          slice_letters)
+from .orientation import (MSD_HEART_AXCODES, axis_direction, check_axis, display_2d, display_layout, display_slice,
+                          plane_name, slice_aspect)
+from .orientation import array_slice, slice_letters  # noqa: F401  (re-exported: older notebooks call plots.array_slice)
 from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
@@ -40,8 +46,9 @@ def draw_letters(ax: plt.Axes, letters: Sequence[str], color: str = "yellow", si
         ax.text(x, y, t, **kw)
 
 
-def _letters(axis: int, axcodes: Sequence[str] | None) -> tuple[str, str, str, str] | None:
-    return None if axcodes is None else slice_letters(axis, axcodes)
+def _shown(volume: np.ndarray | None, k: int, axis: int, axcodes: Sequence[str] | None) -> np.ndarray | None:
+    """Slice ``k`` across ``axis`` of a volume laid out by :func:`display_slice` (None stays None)."""
+    return None if volume is None else display_slice(volume, k, axis, axcodes)[0]
 
 
 def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
@@ -49,9 +56,10 @@ def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
             letters: Sequence[str] | None = None) -> plt.Axes:
     """Draw a 2D grey image with the label outlined (orange) and the prediction (teal, dashed).
 
+    ``image`` is already laid out for the screen (:func:`lasegtut.orientation.display_slice`);
     ``aspect`` is the pixel height / width ratio in mm (e.g. :func:`slice_aspect`); ``letters``:
-    the patient directions (top, bottom, left, right) to write at the edges, e.g.
-    :func:`slice_letters`.
+    the patient directions (top, bottom, left, right) to write at the edges, the letters
+    :func:`lasegtut.orientation.display_slice` returns with the image.
     """
     ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
     if label is not None and label.any():
@@ -106,12 +114,13 @@ def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.
     fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.1)
     if label is not None or pred is not None:
         outline_legend(fig, names[0] if label is not None else None, names[1] if pred is not None else None)
-    letters, aspect = _letters(axis, axcodes), slice_aspect(axis, spacing)
+    aspect = slice_aspect(axis, spacing, axcodes)
     name = "xyz"[axis]
     camera = Camera(fig)
     for k in range(0, image.shape[axis], step):
-        overlay(ax, array_slice(image, k, axis), None if label is None else array_slice(label, k, axis),
-                None if pred is None else array_slice(pred, k, axis), aspect=aspect, letters=letters)
+        img, letters = display_slice(image, k, axis, axcodes)
+        overlay(ax, img, _shown(label, k, axis, axcodes), _shown(pred, k, axis, axcodes), aspect=aspect,
+                letters=letters)
         ax.text(0.02, 0.985, f"{title} {name} = {k}".strip(), color="w", fontsize=8, transform=ax.transAxes,
                 ha="left", va="top")
         camera.snap()
@@ -184,20 +193,21 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
                    k: int | None = None, *, axis: int = 2, spacing: Sequence[float] | None = None,
                    axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
     """Two labels of the same ``(x, y, z)`` scan on its slice ``k`` across array ``axis`` (shown like
-    :func:`array_slice`; default: the slice where they disagree most): label A orange, label B teal
+    :func:`display_slice`; default: the slice where they disagree most): label A orange, label B teal
     dashed; right panel: the voxels only one of them marks (red). Orientation letters from
     ``axcodes``; ``spacing`` (mm) keeps the proportions true."""
     diff = (label_a > 0) != (label_b > 0)
     if k is None:
         k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != check_axis(axis)))))
     lo, hi = display_range(image)
-    img = np.clip(array_slice(image, k, axis), lo, hi)
-    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
+    img, letters = display_slice(image, k, axis, axcodes)
+    img = np.clip(img, lo, hi)
+    aspect = slice_aspect(axis, spacing, axcodes)
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9), dpi=dpi)
-    overlay(axes[0], img, array_slice(label_a, k, axis), array_slice(label_b, k, axis),
+    overlay(axes[0], img, _shown(label_a, k, axis, axcodes), _shown(label_b, k, axis, axcodes),
             title=f"slice {'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
     overlay(axes[1], img, title="voxels only one label marks (red)", aspect=aspect, letters=letters)
-    d = array_slice(diff, k, axis)
+    d = _shown(diff, k, axis, axcodes)
     axes[1].imshow(np.ma.masked_where(~d, d), cmap="autumn", alpha=0.9, interpolation="nearest", aspect=aspect)
     outline_legend(fig, *names)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -205,39 +215,47 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
 
 
 def show_xy(ax: plt.Axes, image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None,
-            vmin: float | None = None, vmax: float | None = None, letters: Sequence[str] | None = None) -> plt.Axes:
-    """Show one 2D slice of a stack as :mod:`lasegtut.preprocess` makes them (``stack[k]``, from
-    ``preprocess_volume`` or ``reslice``) laid out like :func:`array_slice` (``flipud(image.T)``:
-    the slice's first axis runs left to right, its second bottom to top), with the mask outlined
-    and, if given, the direction ``letters`` (top, bottom, left, right; :func:`slice_letters`)."""
-    ax.imshow(np.flipud(image.T), cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+            vmin: float | None = None, vmax: float | None = None, letters: bool = True, *, axis: int = 2,
+            axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> plt.Axes:
+    """Show one 2D slice of a stack of network input across array ``axis`` (``stack[k]``, from
+    ``preprocess_volume``, ``preprocess_window`` or ``reslice``; a cropped or augmented copy too)
+    laid out by :func:`lasegtut.orientation.display_2d` like a slice of the volume, with the mask
+    outlined and, if ``letters``, the direction letters from ``axcodes``. Display only: the
+    array the network sees is not flipped."""
+    img, names = display_2d(image, axis, axcodes)
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     if mask is not None and mask.any():
-        ax.contour(np.flipud(mask.T), levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
+        ax.contour(display_2d(mask, axis, axcodes)[0], levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    if letters is not None:
-        draw_letters(ax, letters)
+    if letters and names is not None:
+        draw_letters(ax, names)
     return ax
 
 
-def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *,
+def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *, axis: int = 2,
                 axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
-    """The files' slice ``k`` (across array axis 2) of an ``(x, y, z)`` volume, shown like
-    :func:`array_slice`, before (crop box dashed) and after removing ``border`` voxels per
-    in-plane side (axes 0 and 1), with orientation letters from ``axcodes``."""
+    """Slice ``k`` across array ``axis`` (default 2: the files' own slices; the shipped model
+    cuts across 0) of an ``(x, y, z)`` volume, shown like :func:`display_slice`, before (crop box
+    dashed) and after removing ``border`` voxels per side of the in-plane axes 0 and 1 (the crop of
+    :func:`lasegtut.preprocess.crop`), with orientation letters from ``axcodes``. Across axis 0 or
+    1 the box spans the slice's whole extent along axis 2, which the crop keeps."""
     from matplotlib.patches import Rectangle
 
+    check_axis(axis)
     lo, hi = display_range(image)
-    letters = _letters(2, axcodes)
+    img, letters = display_slice(image, k, axis, axcodes)
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.9), dpi=dpi, gridspec_kw={"width_ratios": [1.25, 1]})
-    overlay(axes[0], np.clip(array_slice(image, k), lo, hi), array_slice(label, k),
+    overlay(axes[0], np.clip(img, lo, hi), _shown(label, k, axis, axcodes),
             title=f"original {image.shape[0]} x {image.shape[1]}", letters=letters)
-    n0, n1 = image.shape[:2]
-    axes[0].add_patch(Rectangle((border - 0.5, border - 0.5), n0 - 2 * border, n1 - 2 * border, fill=False,
-                                ec="yellow", ls="--", lw=1))
+    layout = display_layout(axis, axcodes)  # the border along whichever shown axis is array axis 0 or 1
+    b_rows, b_cols = (border if a in (0, 1) else 0 for a in (layout.rows, layout.cols))
+    axes[0].add_patch(Rectangle((b_cols - 0.5, b_rows - 0.5), img.shape[1] - 2 * b_cols, img.shape[0] - 2 * b_rows,
+                                fill=False, ec="yellow", ls="--", lw=1))
     c_img, c_lab = image[border:-border, border:-border], label[border:-border, border:-border]
-    overlay(axes[1], np.clip(array_slice(c_img, k), lo, hi), array_slice(c_lab, k),
+    c_k = k - border if axis in (0, 1) else k
+    overlay(axes[1], np.clip(display_slice(c_img, c_k, axis, axcodes)[0], lo, hi), _shown(c_lab, c_k, axis, axcodes),
             title=f"cropped {c_img.shape[0]} x {c_img.shape[1]}", letters=letters)
     fig.tight_layout()
     return fig
@@ -277,10 +295,10 @@ def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], 
     n = len(ks)
     fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.35), dpi=dpi, squeeze=False)
     lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
-    letters = _letters(axis, axcodes)
     titles = list(titles) if titles is not None else [f"{'xyz'[check_axis(axis)]} = {k}" for k in ks]
     for ax, k, t in zip(axes[0], ks, titles):
-        show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, letters=letters)
+        show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, axis=axis,
+                axcodes=axcodes)
     fig.tight_layout()
     return fig
 
@@ -323,8 +341,8 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
                       axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
     """The original slice (one slice of a stack across array ``axis``, as :func:`show_xy` takes
     it) and its augmented (image, mask) ``pairs`` in a grid, each mask outlined on its own image.
-    The orientation letters (``axcodes``) are written on the original; the augmented copies are
-    rotated, so on them the letters would only be approximately right."""
+    Every panel is laid out like the original and carries its letters (``axcodes``); on the
+    augmented copies, rotated by up to a few tens of degrees, they give the sides, not exact directions."""
     n = len(pairs) + 1
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), dpi=dpi, squeeze=False)
@@ -332,9 +350,9 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
     lo, hi = display_range(image)
     for ax in axes.ravel():
         ax.set_axis_off()
-    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi, letters=_letters(axis, axcodes))
+    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi, axis=axis, axcodes=axcodes)
     for ax, (img, msk), t in zip(axes.ravel()[1:], pairs, titles):
-        show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi)
+        show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi, axis=axis, axcodes=axcodes)
     fig.tight_layout()
     return fig
 
@@ -356,12 +374,12 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
         panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
     fig, axes = plt.subplots(1, 2 * len(panels), figsize=(2.6 * 2 * len(panels), 3.0), dpi=dpi)
     for n, (m, title) in enumerate(panels):
-        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1, letters=_letters(axis, axcodes))
+        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1, axis=axis, axcodes=axcodes)
         diff = (mask_image > 0.5) != (m > 0)
         show_xy(axes[2 * n + 1], np.zeros_like(mask_image), None, title=f"disagreeing pixels: {int(diff.sum())}",
-                vmin=0, vmax=1)
-        axes[2 * n + 1].imshow(np.ma.masked_where(~np.flipud(diff.T), np.flipud(diff.T)), cmap="autumn",
-                               interpolation="nearest")
+                vmin=0, vmax=1, axis=axis, axcodes=axcodes)
+        shown = display_2d(diff, axis, axcodes)[0]
+        axes[2 * n + 1].imshow(np.ma.masked_where(~shown, shown), cmap="autumn", interpolation="nearest")
     fig.tight_layout()
     return fig
 
@@ -473,9 +491,10 @@ def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: S
         box[axis] = slice(None)  # in-plane only: every slice keeps its index
         image, label, pred = image[tuple(box)], label[tuple(box)], pred[tuple(box)]
     fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.4), dpi=dpi, squeeze=False)
-    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
+    aspect = slice_aspect(axis, spacing, axcodes)
     for n, (ax, k) in enumerate(zip(axes[0], ks)):
-        overlay(ax, array_slice(image, k, axis), array_slice(label, k, axis) > 0, array_slice(pred, k, axis) > 0,
+        img, letters = display_slice(image, k, axis, axcodes)
+        overlay(ax, img, _shown(label, k, axis, axcodes) > 0, _shown(pred, k, axis, axcodes) > 0,
                 title=titles[n] if titles else f"{'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
     outline_legend(fig)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
