@@ -57,8 +57,10 @@ def _arrow(ax: plt.Axes, start: tuple[float, float], end: tuple[float, float], c
 
 
 def _label(ax: plt.Axes, xy: tuple[float, float], text: str, color: str = "black", size: float = 8.5,
-           weight: str = "normal", ha: str = "center") -> None:
-    ax.text(*xy, text, ha=ha, va="center", fontsize=size, color=color, weight=weight, zorder=8)
+           weight: str = "normal", ha: str = "center", boxed: bool = False) -> None:
+    """A label; ``boxed``: on a white patch, clear of the lines it sits near."""
+    bbox = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.9) if boxed else None
+    ax.text(*xy, text, ha=ha, va="center", fontsize=size, color=color, weight=weight, zorder=8, bbox=bbox)
 
 
 def _tube(ax: plt.Axes, points: list[tuple[float, float]], edge: str, fill: str, width: float = 16,
@@ -96,8 +98,9 @@ def draw_heart(ax: plt.Axes | None = None) -> plt.Axes:
     _label(ax, (-0.85, -1.6), "right\nventricle", BLUE, 9, "bold")
     _label(ax, (2.0, 1.25), "LEFT\nATRIUM", LA_COLOR, 9, "bold")
     _label(ax, (1.65, -1.4), "left\nventricle", RED, 9, "bold")
-    _label(ax, (-1.4, -0.75), "tricuspid valve", "dimgray", 7)
-    _label(ax, (2.3, -0.25), "mitral valve", "dimgray", 7)
+    # valve names beside their leaflets, not across them (the leaflets end 0.38 below the valve)
+    _label(ax, (-2.0, -0.68), "tricuspid valve", "dimgray", 7, boxed=True)
+    _label(ax, (2.42, 0.12), "mitral valve", "dimgray", 7, ha="left", boxed=True)
     _label(ax, (-2.0, 3.85), "superior\nvena cava", BLUE, 7.5)
     _label(ax, (-3.1, -3.2), "inferior\nvena cava", BLUE, 7.5)
     _label(ax, (-0.35, 3.85), "pulmonary artery\n(to the lungs)", BLUE, 7.5)

@@ -150,12 +150,18 @@ def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.nda
                          bins: int = 100, ignore_zeros: bool = True, size: float = 3.0,
                          dpi: int = FIG_DPI) -> plt.Figure:
     """One histogram per scan of its voxel intensities (grey, log counts) with the left-atrium
-    voxels in orange. ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
+    voxels in orange, over the whole range up to the brightest voxel, with the 99.9th percentile
+    marked (dotted): above it lie the last 0.1 % of the voxels, a thin tail of a few bright spots.
+    ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 0.8), dpi=dpi, squeeze=False)
     for ax, (name, img) in zip(axes[0], images.items()):
         v = img[img != 0] if ignore_zeros else img.ravel()
-        edges = np.linspace(float(v.min()), float(np.percentile(v, 99.9)), bins + 1)
+        p999 = float(np.percentile(v, 99.9))
+        edges = np.linspace(float(v.min()), float(v.max()), bins + 1)
         ax.hist(v, bins=edges, color="gray", alpha=0.7, label="all voxels")
+        ax.axvline(p999, color="0.3", ls=":", lw=1, label="99.9th percentile")
+        ax.annotate(f"max {float(v.max()):.0f}", (float(v.max()), 1), textcoords="offset points", xytext=(0, 10),
+                    ha="right", fontsize=7, color="0.3")
         if labels is not None and name in labels:
             ax.hist(img[labels[name] > 0], bins=edges, color=LA_COLOR, alpha=0.8, label="left atrium")
         ax.set_yscale("log")
@@ -275,6 +281,8 @@ def histograms_before_after(before: dict[str, np.ndarray], after: dict[str, np.n
             ax.plot((edges[:-1] + edges[1:]) / 2, np.where(hist > 0, hist, np.nan), label=name)
     axes[0].set_title("raw (scanner units)", fontsize=9)
     axes[1].set_title("after normalize: z-score then min-max", fontsize=9)
+    axes[0].set_xlabel("intensity (scanner units, no physical unit)", fontsize=8)
+    axes[1].set_xlabel("normalised intensity (0 = the scan's darkest voxel, 1 = its brightest)", fontsize=8)
     for ax in axes:
         if log:
             ax.set_yscale("log")
@@ -419,7 +427,8 @@ def training_curves(cols: dict[str, np.ndarray], *, dpi: int = FIG_DPI) -> plt.F
 def unet_diagram(config, input_size: int = 128, *, dpi: int = FIG_DPI) -> plt.Figure:
     """Draw the U of a :class:`lasegtut.model.UNetConfig`: one box per level with its channels
     and feature-map size (pixels, for a square ``input_size`` input), max-pool arrows down,
-    up-sampling arrows up and the skip connections (concatenation) across."""
+    up-sampling arrows up and the skip connections (concatenation) across; the legend names the
+    layers of each block, with the config's normalisation (batch norm in the shipped network)."""
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
     widths = tuple(config.widths)
@@ -449,9 +458,10 @@ def unet_diagram(config, input_size: int = 128, *, dpi: int = FIG_DPI) -> plt.Fi
     ax.text(2 * depth + 1.05, 0, "1x1 conv\nlogits\n1 ch", ha="center", va="center", fontsize=7.5)
     arrow(2 * depth + 0.5, 0, 2 * depth + 0.7, 0, color="k")
     ax.text(depth, 0.55, "skip connections (copy + concatenate)", ha="center", fontsize=8, color="0.35")
-    ax.text(-1.5, -depth - 0.45, "down: 2 x (3x3 conv, ReLU), then max-pool", fontsize=8, color="C0",
+    norm = {"batch": "batch norm, ", "instance": "instance norm, "}.get(str(getattr(config, "norm", "none")), "")
+    ax.text(-1.5, -depth - 0.45, f"down: 2 x (3x3 conv, {norm}ReLU), then max-pool", fontsize=8, color="C0",
             ha="left", va="top")
-    ax.text(2 * depth + 1.5, -depth - 0.45, "up: bilinear x2, concatenate skip, 2 x (3x3 conv, ReLU)",
+    ax.text(2 * depth + 1.5, -depth - 0.45, f"up: bilinear x2, concatenate skip, 2 x (3x3 conv, {norm}ReLU)",
             fontsize=8, color="C1", ha="right", va="top")
     ax.set_xlim(-1.6, 2 * depth + 1.6)
     ax.set_ylim(-depth - 0.85, 0.8)
@@ -624,6 +634,24 @@ STANDARD_VIEWS = {(0, -90): "from behind (posterior), the patient's right on the
                   (-90, -90): "from below (inferior)"}
 
 
+def screen_directions(elev: float, azim: float) -> tuple[str, str, str, str]:
+    """The patient directions (top, bottom, left, right) at the edges of matplotlib's 3D view of a
+    RAS scene from ``elev``, ``azim`` degrees: the RAS axis closest to the screen's up and right.
+    From behind (0, -90): ``("S", "I", "L", "R")``; from the front (0, 90): ``("S", "I", "R", "L")``."""
+    cam = camera_direction(elev, azim)
+    a = np.radians(azim)
+    right = np.array([-np.sin(a), np.cos(a), 0.0])
+    up = np.cross(cam, right)
+
+    def name(v: np.ndarray) -> str:
+        i = int(np.argmax(np.abs(v)))
+        return "RAS"[i] if v[i] > 0 else "LPI"[i]
+
+    top, rgt = name(up), name(right)
+    opposite = dict(zip("RLAPSI", "LRPAIS"))
+    return top, opposite[top], opposite[rgt], rgt
+
+
 def view_name(elev: float, azim: float) -> str:
     """Words for a camera position on a RAS scene (matplotlib's ``elev``, ``azim`` in degrees)."""
     key = (int(round(elev)), int(round(azim)))
@@ -661,14 +689,15 @@ def draw_surface(ax, vertices: np.ndarray, faces: np.ndarray, *, color: str | No
 
 def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.ndarray | None]], *,
                    elev: float = 0.0, azim: float = -90.0, vlim: float = 5.0, size: float = 3.2,
-                   dpi: int = 80, view: str | None = None):
+                   dpi: int = FIG_DPI, view: str | None = None):
     """Surfaces side by side, same scale and viewpoint: one panel per ``(title, vertices, faces,
     colour)``, vertices in mm in RAS (see :func:`lasegtut.orientation.anatomical_vertices`). ``colour`` is a colour
     name (``None``: the label colour) or per-vertex signed distances in mm, drawn on a red-blue
     scale from ``-vlim`` to ``+vlim`` with a colour bar (red: outside the reference surface, blue:
     inside it). Default view: from behind (posterior), superior up, the patient's right on the
-    right. ``view`` names the viewpoint in the caption (default: :func:`view_name`).
-    Returns a ``matplotlib.figure.Figure``."""
+    right. ``view`` names the viewpoint in the caption (default: :func:`view_name`). Each panel
+    carries the direction letters of the screen's edges for that viewpoint
+    (:func:`screen_directions`). Returns a ``matplotlib.figure.Figure``."""
     from matplotlib.figure import Figure
 
     is_values = [p[3] is not None and not isinstance(p[3], str) for p in panels]
@@ -691,6 +720,7 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
         ax.view_init(elev=elev, azim=azim)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
+        draw_letters(ax, screen_directions(elev, azim), color="0.25", size=9)
     if mappable is not None:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -703,6 +733,6 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
         cb.ax.tick_params(labelsize=7)
     fig.text(0.01, 0.01, f"view {view or view_name(elev, azim)}; one scale for all panels "
              f"(the box is {2 * half:.0f} mm wide)",
-             fontsize=7, color="0.35")
+             fontsize=8.5, color="0.3")
     fig.subplots_adjust(left=0.0, right=right if mappable is not None else 1.0, bottom=0.05, top=0.9, wspace=0.0)
     return fig

@@ -197,7 +197,7 @@ def surface_viewer(scenes: dict, *, elev: float = 0.0, azim: float = -90.0, size
     picture.add_class("lasegtut-surface-image")
 
     def redraw(*_) -> None:
-        fig = plots.surface_figure(scenes[scene.value], elev=el.value, azim=az.value, size=size)
+        fig = plots.surface_figure(scenes[scene.value], elev=el.value, azim=az.value, size=size, dpi=80)
         picture.value = figure_png(fig)
 
     for w in (scene, az, el):
