@@ -150,8 +150,8 @@ def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.nda
                          bins: int = 100, ignore_zeros: bool = True, size: float = 3.0,
                          dpi: int = FIG_DPI) -> plt.Figure:
     """One histogram per scan of its voxel intensities (grey, log counts) with the left-atrium
-    voxels in orange, over the whole range up to the brightest voxel, with the 99.9th percentile
-    marked (dotted): above it lie the last 0.1 % of the voxels, a thin tail of a few bright spots.
+    voxels in orange, over the whole range up to the brightest voxel (its value in the title), with
+    the 99.9th percentile marked (dotted): above it lie the last 0.1 % of the voxels, a thin tail of a few bright spots.
     ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 0.8), dpi=dpi, squeeze=False)
     for ax, (name, img) in zip(axes[0], images.items()):
@@ -160,12 +160,10 @@ def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.nda
         edges = np.linspace(float(v.min()), float(v.max()), bins + 1)
         ax.hist(v, bins=edges, color="gray", alpha=0.7, label="all voxels")
         ax.axvline(p999, color="0.3", ls=":", lw=1, label="99.9th percentile")
-        ax.annotate(f"max {float(v.max()):.0f}", (float(v.max()), 1), textcoords="offset points", xytext=(0, 10),
-                    ha="right", fontsize=7, color="0.3")
         if labels is not None and name in labels:
             ax.hist(img[labels[name] > 0], bins=edges, color=LA_COLOR, alpha=0.8, label="left atrium")
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (brightest voxel {float(v.max()):.0f})", fontsize=9)
         ax.set_xlabel("intensity (scanner units)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("voxels", fontsize=8)
@@ -720,7 +718,9 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
         ax.view_init(elev=elev, azim=azim)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
-        draw_letters(ax, screen_directions(elev, azim), color="0.25", size=9)
+        for (x, y), t in zip(((0.5, 0.97), (0.5, 0.03), (0.03, 0.5), (0.97, 0.5)), screen_directions(elev, azim)):
+            ax.text2D(x, y, t, transform=ax.transAxes, ha="center", va="center", fontsize=9, weight="bold",
+                      color="0.25")
     if mappable is not None:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize

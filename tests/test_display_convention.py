@@ -237,3 +237,23 @@ def test_the_plane_quiz_is_letter_free_but_in_the_convention():
             check_panel(ax, letters=False, where=f"plane_quiz panel {n}")
     finally:
         plt.close("all")
+
+
+@pytest.mark.parametrize("elev, azim, left, right", [(0, -90, "L", "R"), (0, 90, "R", "L"), (0, 0, "P", "A")])
+def test_3d_views_carry_the_directions_of_their_viewpoint(elev, azim, left, right):
+    """A 3D surface is seen from a chosen side (from behind by default: the patient's right on the
+    right); its letters name that side's directions, and a point at high x (the patient's right)
+    is drawn on the side the letters say."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from mpl_toolkits.mplot3d import proj3d
+
+    verts = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], float)
+    faces = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    fig = plots.surface_figure([("t", verts, faces, None)], elev=elev, azim=azim)
+    ax = fig.axes[0]
+    FigureCanvasAgg(fig).draw()
+    found = {t.get_text(): t.get_position() for t in ax.texts if t.get_text() in tuple("RLAPSI")}
+    assert found[left][0] < 0.5 < found[right][0] and found["S"][1] > found["I"][1]
+    if "R" in found:
+        (xr, _, _), (xl, _, _) = (proj3d.proj_transform(*p, ax.get_proj()) for p in ([10, 0, 0], [0, 0, 0]))
+        assert (xr > xl) == (found["R"][0] > 0.5)
