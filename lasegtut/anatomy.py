@@ -32,15 +32,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch
 
 from .metrics import bounding_box
-from .orientation import (MSD_HEART_AXCODES, PLANE_LETTERS, plane_aspect, plane_slice, slice_letters,
-                          to_anatomical)
+from .orientation import (MSD_HEART_AXCODES, PLANE_LETTERS, display_slice, plane_aspect, plane_slice, slice_aspect,
+                          slice_letters, to_anatomical)
 from .plots import FIG_DPI, LA_COLOR, display_range, draw_letters, la_center, overlay
 
 # MSD_HEART_AXCODES and to_anatomical (from lasegtut.orientation, where the planes and every other
 # orientation helper live): the true direction of the array axes of an MSD Task02_Heart volume.
 #: Directions at the (top, bottom, left, right) edges of one of the files' own slices (across array
-#: axis 2) of an MSD heart scan shown with :func:`lasegtut.orientation.array_slice`: a sagittal section,
-#: ``("S", "I", "P", "A")``.
+#: axis 2) of an MSD heart scan shown with :func:`lasegtut.orientation.display_slice`: a sagittal section,
+#: ``("S", "I", "A", "P")`` (anterior on the viewer's left, as on every sagittal view of the course).
 STORED_SLICE_LETTERS = slice_letters(2, MSD_HEART_AXCODES)
 
 BLUE = "#4a7fc1"       # deoxygenated blood
@@ -57,8 +57,10 @@ def _arrow(ax: plt.Axes, start: tuple[float, float], end: tuple[float, float], c
 
 
 def _label(ax: plt.Axes, xy: tuple[float, float], text: str, color: str = "black", size: float = 8.5,
-           weight: str = "normal", ha: str = "center") -> None:
-    ax.text(*xy, text, ha=ha, va="center", fontsize=size, color=color, weight=weight, zorder=8)
+           weight: str = "normal", ha: str = "center", boxed: bool = False) -> None:
+    """A label; ``boxed``: on a white patch, clear of the lines it sits near."""
+    bbox = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.9) if boxed else None
+    ax.text(*xy, text, ha=ha, va="center", fontsize=size, color=color, weight=weight, zorder=8, bbox=bbox)
 
 
 def _tube(ax: plt.Axes, points: list[tuple[float, float]], edge: str, fill: str, width: float = 16,
@@ -96,8 +98,9 @@ def draw_heart(ax: plt.Axes | None = None) -> plt.Axes:
     _label(ax, (-0.85, -1.6), "right\nventricle", BLUE, 9, "bold")
     _label(ax, (2.0, 1.25), "LEFT\nATRIUM", LA_COLOR, 9, "bold")
     _label(ax, (1.65, -1.4), "left\nventricle", RED, 9, "bold")
-    _label(ax, (-1.4, -0.75), "tricuspid valve", "dimgray", 7)
-    _label(ax, (2.3, -0.25), "mitral valve", "dimgray", 7)
+    # valve names beside their leaflets, not across them (the leaflets end 0.38 below the valve)
+    _label(ax, (-2.0, -0.68), "tricuspid valve", "dimgray", 7, boxed=True)
+    _label(ax, (2.42, 0.12), "mitral valve", "dimgray", 7, ha="left", boxed=True)
     _label(ax, (-2.0, 3.85), "superior\nvena cava", BLUE, 7.5)
     _label(ax, (-3.1, -3.2), "inferior\nvena cava", BLUE, 7.5)
     _label(ax, (-0.35, 3.85), "pulmonary artery\n(to the lungs)", BLUE, 7.5)
@@ -189,9 +192,7 @@ def draw_plane(ax: plt.Axes, volume: np.ndarray, plane: str, index: int, label: 
     overlay(ax, np.clip(plane_slice(volume, plane, index), lo, hi),
             None if label is None else plane_slice(label, plane, index),
             None if pred is None else plane_slice(pred, plane, index), title=title,
-            aspect=plane_aspect(plane, spacing))
-    if letters:
-        orientation_letters(ax, plane)
+            aspect=plane_aspect(plane, spacing), letters=PLANE_LETTERS[plane] if letters else None)
 
 
 def three_planes(image: np.ndarray, label: np.ndarray | None = None, spacing: Sequence[float] | None = None,
@@ -225,5 +226,28 @@ def three_planes(image: np.ndarray, label: np.ndarray | None = None, spacing: Se
         ax.axvline(col, color="yellow", lw=0.6, ls=":", alpha=0.7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: The array axes of the three panels A, B, C of :func:`plane_quiz` (notebook 01, exercise 2):
+#: kept here, out of the student's sight, so that the plane of each panel is theirs to find.
+_QUIZ_AXES = (1, 2, 0)
+
+
+def plane_quiz(image: np.ndarray, spacing: Sequence[float] | None = None, centre: Sequence[int] | None = None, *,
+               axcodes: Sequence[str] = MSD_HEART_AXCODES, size: float = 3.2, dpi: int = FIG_DPI) -> Figure:
+    """Three panels "A", "B", "C": slices of an ``(x, y, z)`` MSD heart volume through ``centre``
+    (voxels; default its middle) across its three array axes in an order this function keeps to
+    itself, laid out in the course's display convention
+    (:data:`lasegtut.orientation.DISPLAY_CONVENTION`: head or front up) in mm proportions
+    (``spacing``), **without** direction letters: notebook 01's exercise asks the student which
+    panel is axial, coronal and sagittal."""
+    centre = [int(n) // 2 for n in image.shape] if centre is None else [int(c) for c in centre]
+    window = display_range(image)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size + 0.4), dpi=dpi)
+    for ax, panel, axis in zip(axes, "ABC", _QUIZ_AXES):
+        img, _letters = display_slice(image, centre[axis], axis, axcodes)
+        overlay(ax, np.clip(img, *window), aspect=slice_aspect(axis, spacing, axcodes), title=f"panel {panel}")
     fig.tight_layout()
     return fig

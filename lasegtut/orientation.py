@@ -11,11 +11,16 @@ Three layers of "which way is up", each a pair of transforms or a table here:
    reorients such a volume to true RAS (:func:`anatomical_vertices`: a surface's vertices);
    :func:`plane_name`, :func:`axis_direction` and
    :func:`slice_letters` name what a slice across an array axis is in the patient.
-3. **Array <-> screen.** :func:`array_slice` lays out the slice across an array axis for
-   ``imshow`` (:data:`SCREEN_AXES`, the layout of :func:`lasegtut.preprocess.reslice`) and
-   :func:`slice_aspect` gives its pixel's height / width in mm; :func:`plane_slice` and
-   :func:`plane_aspect` do the same for the true anatomical :data:`PLANES` of a true-RAS volume
-   (radiological convention), with :data:`PLANE_LETTERS` at their edges.
+3. **Array <-> screen: one display convention.** Every slice the course shows is laid out by
+   :func:`display_layout` in the convention of :data:`DISPLAY_CONVENTION` (radiological: axial and
+   coronal with the patient's right on the viewer's *left*; axial anterior up, coronal superior
+   up; sagittal superior up with anterior on the viewer's *left*), and its direction letters are
+   computed there from the array's axis codes. :func:`display_slice` cuts a volume,
+   :func:`display_2d` lays out one slice of a stack of network input (:data:`SCREEN_AXES`, the
+   layout of :func:`lasegtut.preprocess.reslice`): the library flips for display only, never the
+   data. :func:`array_slice`, :func:`slice_letters` and :func:`slice_aspect` are its image,
+   letters and pixel height / width in mm; :func:`plane_slice` and :func:`plane_aspect` the same
+   for the true anatomical :data:`PLANES` of a true-RAS volume, with :data:`PLANE_LETTERS`.
 
 The figure modules (:mod:`lasegtut.plots`, :mod:`lasegtut.anatomy`, :mod:`lasegtut.widgets`) draw
 with these; nothing here draws. Spacing is in mm in ``(x, y, z)`` order.
@@ -23,7 +28,7 @@ with these; nothing here draws. Spacing is in mm in ``(x, y, z)`` order.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -45,8 +50,15 @@ _PLANE = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S":
 #: The three anatomical planes, and the RAS array axis each one holds fixed.
 PLANES = ("axial", "coronal", "sagittal")
 _FIXED_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
-#: Directions at the (top, bottom, left, right) edges of each plane in the radiological convention.
-PLANE_LETTERS = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"), "sagittal": ("S", "I", "A", "P")}
+#: The course's one display convention: for each plane, (the direction at the top of the screen,
+#: the direction on the viewer's left). Radiological for axial and coronal views (the patient's
+#: right on the viewer's left, as if facing the patient; axial seen from the feet, anterior up;
+#: coronal superior up); sagittal views superior up with anterior on the viewer's left, as most
+#: radiology viewers show them. Every slice figure, animation frame and widget goes through
+#: :func:`display_layout`, which applies it.
+DISPLAY_CONVENTION = {"axial": ("A", "R"), "coronal": ("S", "R"), "sagittal": ("S", "A")}
+#: Directions at the (top, bottom, left, right) edges of each plane in :data:`DISPLAY_CONVENTION`.
+PLANE_LETTERS = {plane: (up, _OPPOSITE[up], left, _OPPOSITE[left]) for plane, (up, left) in DISPLAY_CONVENTION.items()}
 
 #: The viewer's choices on stored ``(x, y, z)`` arrays: the array axis each one cuts across
 #: (``"z"``: the files' own slices), shown with :func:`array_slice`.
@@ -123,31 +135,108 @@ def check_axis(axis: int) -> int:
     return int(axis)
 
 
-def array_slice(volume: np.ndarray, index: int, axis: int = 2) -> np.ndarray:
-    """The 2D slice ``index`` across array ``axis`` of an ``(x, y, z)`` volume, laid out for
-    ``imshow``: the first axis of :data:`SCREEN_AXES` ``[axis]`` runs left to right, the second
-    bottom to top. ``axis=2`` gives the files' own slices (``volume[:, :, index]``, x to the right,
-    y up)."""
-    cols, rows = SCREEN_AXES[check_axis(axis)]
-    return np.flipud(np.transpose(volume, (rows, cols, axis))[:, :, int(index)])
+class Layout(NamedTuple):
+    """How a slice across one array axis is put on screen (see :func:`display_layout`).
+
+    ``rows``/``cols``: the array axes (of the ``(x, y, z)`` volume) that run down the screen's rows
+    and along its columns; ``flip_rows``/``flip_cols``: whether that axis runs bottom -> top
+    (right -> left) on screen; ``letters``: the patient directions at the (top, bottom, left,
+    right) edges, None when the axis codes are unknown. The image is meant for ``imshow`` with its
+    default ``origin="upper"`` (row 0 at the top) and no ``extent``."""
+
+    rows: int
+    cols: int
+    flip_rows: bool
+    flip_cols: bool
+    letters: tuple[str, str, str, str] | None
 
 
-def slice_aspect(axis: int, spacing: Sequence[float] | None) -> float:
+def _check_axcodes(axcodes: Sequence[str]) -> tuple[str, str, str]:
+    codes = tuple(str(c).upper() for c in axcodes)
+    if len(codes) != 3 or any(c not in _OPPOSITE for c in codes) or len({_PLANE[c] for c in codes}) != 3:
+        raise ValueError(f"axcodes must name one of R/L, A/P and S/I per axis, not {tuple(axcodes)!r}")
+    return codes  # type: ignore[return-value]
+
+
+def display_layout(axis: int, axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> Layout:
+    """The one place that decides how the slice across array ``axis`` of an ``(x, y, z)`` volume
+    whose axes point towards ``axcodes`` (one of R/L, A/P, S/I each) is shown: rows, columns,
+    flips and the direction letters, in :data:`DISPLAY_CONVENTION`.
+
+    ``axcodes=None`` (directions unknown): the plain :data:`SCREEN_AXES` layout (the slice's
+    first in-plane axis to the right, the second up), no letters.
+    """
+    a, b = SCREEN_AXES[check_axis(axis)]
+    if axcodes is None:
+        return Layout(rows=b, cols=a, flip_rows=True, flip_cols=False, letters=None)
+    codes = _check_axcodes(axcodes)
+    up, left = DISPLAY_CONVENTION[_PLANE[codes[axis]]]
+    rows = a if _PLANE[codes[a]] == _PLANE[up] else b
+    cols = b if rows == a else a
+    # imshow puts row 0 at the top and column 0 on the left: flip an axis that runs towards the
+    # direction wanted at the top (on the left), so that its high end comes first
+    return Layout(rows=rows, cols=cols, flip_rows=codes[rows] == up, flip_cols=codes[cols] == left,
+                  letters=(up, _OPPOSITE[up], left, _OPPOSITE[left]))
+
+
+def _lay_out(plane2d: np.ndarray, layout: Layout, transpose: bool) -> np.ndarray:
+    img = plane2d.T if transpose else plane2d
+    if layout.flip_rows:
+        img = np.flipud(img)
+    if layout.flip_cols:
+        img = np.fliplr(img)
+    return img
+
+
+def display_slice(volume: np.ndarray, index: int, axis: int = 2,
+                  axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> tuple[np.ndarray, tuple[str, str, str, str] | None]:
+    """The slice ``index`` across array ``axis`` of an ``(x, y, z)`` volume, ready for ``imshow``
+    (``origin="upper"``, no extent) in :data:`DISPLAY_CONVENTION`, and its direction letters
+    (top, bottom, left, right; None for ``axcodes=None``). A view: the data are not changed."""
+    layout = display_layout(axis, axcodes)
+    plane2d = np.take(volume, int(index), axis=axis)   # its axes: the other two, in order
+    first = min(layout.rows, layout.cols)
+    return _lay_out(plane2d, layout, transpose=layout.rows != first), layout.letters
+
+
+def display_2d(slice2d: np.ndarray, axis: int = 2,
+               axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> tuple[np.ndarray, tuple[str, str, str, str] | None]:
+    """One 2D slice of a stack of network input across array ``axis`` (``stack[k]`` of
+    :func:`lasegtut.preprocess.file_slices` for axis 2 or :func:`lasegtut.preprocess.reslice`; its
+    two axes are :data:`SCREEN_AXES` ``[axis]``, cropped or not), laid out like
+    :func:`display_slice`, with its letters. Also right for any array of that layout (a mask, a
+    difference map, an augmented copy)."""
+    layout = display_layout(axis, axcodes)
+    a, _b = SCREEN_AXES[check_axis(axis)]
+    return _lay_out(np.asarray(slice2d), layout, transpose=layout.rows != a), layout.letters
+
+
+def array_slice(volume: np.ndarray, index: int, axis: int = 2,
+                axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> np.ndarray:
+    """The image of :func:`display_slice`: slice ``index`` across array ``axis`` of an
+    ``(x, y, z)`` volume laid out for ``imshow`` in :data:`DISPLAY_CONVENTION` (for the MSD heart
+    scans the files' own slices, ``axis=2``, are sagittal: superior up, anterior on the left)."""
+    return display_slice(volume, index, axis, axcodes)[0]
+
+
+def slice_aspect(axis: int, spacing: Sequence[float] | None,
+                 axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> float:
     """Height / width of one displayed pixel of :func:`array_slice` (``axis``) in mm."""
     if spacing is None:
         return 1.0
-    cols, rows = SCREEN_AXES[check_axis(axis)]
-    return float(spacing[rows]) / float(spacing[cols])
+    layout = display_layout(axis, axcodes)
+    return float(spacing[layout.rows]) / float(spacing[layout.cols])
 
 
 def slice_letters(axis: int = 2, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> tuple[str, str, str, str]:
     """The patient directions (top, bottom, left, right) at the edges of a slice across array
-    ``axis`` shown like :func:`array_slice` or :func:`lasegtut.plots.show_xy`, for a scan whose array axes point
-    towards ``axcodes`` (one of R/L, A/P, S/I per axis). For the MSD heart scans the files' slices
-    (axis 2) give ``("S", "I", "P", "A")``: head up, the back on the left."""
-    cols, rows = SCREEN_AXES[check_axis(axis)]
-    right, up = str(axcodes[cols]).upper(), str(axcodes[rows]).upper()
-    return up, _OPPOSITE[up], _OPPOSITE[right], right
+    ``axis`` shown with :func:`display_slice` (or :func:`array_slice`, :func:`lasegtut.plots.show_xy`),
+    for a scan whose array axes point towards ``axcodes``. For the MSD heart scans: the files'
+    slices (axis 2, sagittal) ``("S", "I", "A", "P")``, the shipped model's (axis 0, coronal)
+    ``("S", "I", "R", "L")``, axis 1 (axial) ``("A", "P", "R", "L")``."""
+    letters = display_layout(axis, axcodes).letters
+    assert letters is not None
+    return letters
 
 
 def plane_name(axis: int, axcodes: Sequence[str] = MSD_HEART_AXCODES) -> str:
@@ -171,19 +260,13 @@ def fixed_axis(plane: str) -> int:
 
 
 def plane_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """A true-RAS ``(x, y, z)`` volume's ``plane`` at voxel ``index``, oriented for display in the
-    radiological convention: axial anterior up and coronal superior up, both with the patient's
-    right on the viewer's left; sagittal superior up with anterior on the left."""
-    index = int(index)
-    if plane == "axial":
-        img = volume[:, :, index].T          # rows y (P -> A), columns x (L -> R)
-    elif plane == "coronal":
-        img = volume[:, index, :].T          # rows z (I -> S), columns x
-    elif plane == "sagittal":
-        img = volume[index, :, :].T          # rows z, columns y (P -> A)
-    else:
+    """A true-RAS ``(x, y, z)`` volume's ``plane`` at voxel ``index``, laid out by
+    :func:`display_slice` in :data:`DISPLAY_CONVENTION`: axial anterior up and coronal superior up,
+    both with the patient's right on the viewer's left; sagittal superior up with anterior on the
+    left."""
+    if plane not in _FIXED_AXIS:
         raise ValueError(f"plane must be one of {PLANES}, not {plane!r}")
-    return np.fliplr(np.flipud(img))
+    return display_slice(volume, index, _FIXED_AXIS[plane], ("R", "A", "S"))[0]
 
 
 def plane_aspect(plane: str, spacing: Sequence[float] | None) -> float:

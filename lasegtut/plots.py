@@ -3,12 +3,17 @@
 Conventions: volumes are ``(x, y, z)`` arrays as :func:`lasegtut.data.load_case` returns them,
 spacing in mm in the same order. Functions that cut a volume are named by **array axis**, not
 by anatomical plane, because which plane an array axis holds depends on the scan. How a slice
-across an array axis is laid out on screen and what it is in the patient (``array_slice``,
+across an array axis is laid out on screen and what it is in the patient (``display_slice``,
 ``slice_aspect``, ``slice_letters``, ``plane_name``, ``axis_direction``, ``axcodes`` with the
 default ``MSD_HEART_AXCODES``) is decided in :mod:`lasegtut.orientation`; the figures here use
 it, so in the MSD heart scans the files' slices are labelled sagittal and the shipped model's
-slices (across axis 0) coronal. Every helper that shows a slice of a scan writes orientation
-letters on it; pass ``axcodes=None`` for a scan whose directions are unknown.
+slices (across axis 0) coronal. Every helper that shows a slice lays it out with
+:func:`lasegtut.orientation.display_slice` (a volume) or :func:`lasegtut.orientation.display_2d`
+(a slice of a stack of network input), in the course's one display convention
+(:data:`lasegtut.orientation.DISPLAY_CONVENTION`: radiological, the patient's right on the
+viewer's left on axial and coronal views, anterior on the left on sagittal views, superior up),
+and writes the direction letters computed there; pass ``axcodes=None`` for a scan whose
+directions are unknown (no letters). Only the display is flipped, never the data.
 
 Every function takes plain arrays and returns matplotlib objects, so notebooks stay short and
 figures look the same everywhere. Figures are drawn at :data:`FIG_DPI` with image panels of at
@@ -23,8 +28,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .metrics import bounding_box
-from .orientation import (MSD_HEART_AXCODES, array_slice, axis_direction, check_axis, plane_name, slice_aspect,
-                          slice_letters)
+from .orientation import (MSD_HEART_AXCODES, axis_direction, check_axis, display_2d, display_layout, display_slice,
+                          plane_name, slice_aspect)
+from .orientation import array_slice, slice_letters  # noqa: F401  (re-exported: older notebooks call plots.array_slice)
 from .volume import bland_altman_stats
 
 LA_COLOR = "#e4572e"    # label / left atrium
@@ -40,8 +46,9 @@ def draw_letters(ax: plt.Axes, letters: Sequence[str], color: str = "yellow", si
         ax.text(x, y, t, **kw)
 
 
-def _letters(axis: int, axcodes: Sequence[str] | None) -> tuple[str, str, str, str] | None:
-    return None if axcodes is None else slice_letters(axis, axcodes)
+def _shown(volume: np.ndarray | None, k: int, axis: int, axcodes: Sequence[str] | None) -> np.ndarray | None:
+    """Slice ``k`` across ``axis`` of a volume laid out by :func:`display_slice` (None stays None)."""
+    return None if volume is None else display_slice(volume, k, axis, axcodes)[0]
 
 
 def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
@@ -49,9 +56,10 @@ def overlay(ax: plt.Axes, image: np.ndarray, label: np.ndarray | None = None,
             letters: Sequence[str] | None = None) -> plt.Axes:
     """Draw a 2D grey image with the label outlined (orange) and the prediction (teal, dashed).
 
+    ``image`` is already laid out for the screen (:func:`lasegtut.orientation.display_slice`);
     ``aspect`` is the pixel height / width ratio in mm (e.g. :func:`slice_aspect`); ``letters``:
-    the patient directions (top, bottom, left, right) to write at the edges, e.g.
-    :func:`slice_letters`.
+    the patient directions (top, bottom, left, right) to write at the edges, the letters
+    :func:`lasegtut.orientation.display_slice` returns with the image.
     """
     ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
     if label is not None and label.any():
@@ -106,12 +114,13 @@ def animate_slices(image: np.ndarray, label: np.ndarray | None = None, pred: np.
     fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.1)
     if label is not None or pred is not None:
         outline_legend(fig, names[0] if label is not None else None, names[1] if pred is not None else None)
-    letters, aspect = _letters(axis, axcodes), slice_aspect(axis, spacing)
+    aspect = slice_aspect(axis, spacing, axcodes)
     name = "xyz"[axis]
     camera = Camera(fig)
     for k in range(0, image.shape[axis], step):
-        overlay(ax, array_slice(image, k, axis), None if label is None else array_slice(label, k, axis),
-                None if pred is None else array_slice(pred, k, axis), aspect=aspect, letters=letters)
+        img, letters = display_slice(image, k, axis, axcodes)
+        overlay(ax, img, _shown(label, k, axis, axcodes), _shown(pred, k, axis, axcodes), aspect=aspect,
+                letters=letters)
         ax.text(0.02, 0.985, f"{title} {name} = {k}".strip(), color="w", fontsize=8, transform=ax.transAxes,
                 ha="left", va="top")
         camera.snap()
@@ -141,16 +150,20 @@ def intensity_histograms(images: dict[str, np.ndarray], labels: dict[str, np.nda
                          bins: int = 100, ignore_zeros: bool = True, size: float = 3.0,
                          dpi: int = FIG_DPI) -> plt.Figure:
     """One histogram per scan of its voxel intensities (grey, log counts) with the left-atrium
-    voxels in orange. ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
+    voxels in orange, over the whole range up to the brightest voxel (its value in the title), with
+    the 99.9th percentile marked (dotted): above it lie the last 0.1 % of the voxels, a thin tail of a few bright spots.
+    ``ignore_zeros`` leaves out voxels that are exactly 0 (the blank border)."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 0.8), dpi=dpi, squeeze=False)
     for ax, (name, img) in zip(axes[0], images.items()):
         v = img[img != 0] if ignore_zeros else img.ravel()
-        edges = np.linspace(float(v.min()), float(np.percentile(v, 99.9)), bins + 1)
+        p999 = float(np.percentile(v, 99.9))
+        edges = np.linspace(float(v.min()), float(v.max()), bins + 1)
         ax.hist(v, bins=edges, color="gray", alpha=0.7, label="all voxels")
+        ax.axvline(p999, color="0.3", ls=":", lw=1, label="99.9th percentile")
         if labels is not None and name in labels:
             ax.hist(img[labels[name] > 0], bins=edges, color=LA_COLOR, alpha=0.8, label="left atrium")
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (brightest voxel {float(v.max()):.0f})", fontsize=9)
         ax.set_xlabel("intensity (scanner units)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("voxels", fontsize=8)
@@ -184,20 +197,21 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
                    k: int | None = None, *, axis: int = 2, spacing: Sequence[float] | None = None,
                    axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
     """Two labels of the same ``(x, y, z)`` scan on its slice ``k`` across array ``axis`` (shown like
-    :func:`array_slice`; default: the slice where they disagree most): label A orange, label B teal
+    :func:`display_slice`; default: the slice where they disagree most): label A orange, label B teal
     dashed; right panel: the voxels only one of them marks (red). Orientation letters from
     ``axcodes``; ``spacing`` (mm) keeps the proportions true."""
     diff = (label_a > 0) != (label_b > 0)
     if k is None:
         k = int(np.argmax(diff.sum(axis=tuple(a for a in range(3) if a != check_axis(axis)))))
     lo, hi = display_range(image)
-    img = np.clip(array_slice(image, k, axis), lo, hi)
-    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
+    img, letters = display_slice(image, k, axis, axcodes)
+    img = np.clip(img, lo, hi)
+    aspect = slice_aspect(axis, spacing, axcodes)
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9), dpi=dpi)
-    overlay(axes[0], img, array_slice(label_a, k, axis), array_slice(label_b, k, axis),
+    overlay(axes[0], img, _shown(label_a, k, axis, axcodes), _shown(label_b, k, axis, axcodes),
             title=f"slice {'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
     overlay(axes[1], img, title="voxels only one label marks (red)", aspect=aspect, letters=letters)
-    d = array_slice(diff, k, axis)
+    d = _shown(diff, k, axis, axcodes)
     axes[1].imshow(np.ma.masked_where(~d, d), cmap="autumn", alpha=0.9, interpolation="nearest", aspect=aspect)
     outline_legend(fig, *names)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -205,39 +219,47 @@ def compare_labels(image: np.ndarray, label_a: np.ndarray, label_b: np.ndarray, 
 
 
 def show_xy(ax: plt.Axes, image: np.ndarray, mask: np.ndarray | None = None, title: str | None = None,
-            vmin: float | None = None, vmax: float | None = None, letters: Sequence[str] | None = None) -> plt.Axes:
-    """Show one 2D slice of a stack as :mod:`lasegtut.preprocess` makes them (``stack[k]``, from
-    ``preprocess_volume`` or ``reslice``) laid out like :func:`array_slice` (``flipud(image.T)``:
-    the slice's first axis runs left to right, its second bottom to top), with the mask outlined
-    and, if given, the direction ``letters`` (top, bottom, left, right; :func:`slice_letters`)."""
-    ax.imshow(np.flipud(image.T), cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+            vmin: float | None = None, vmax: float | None = None, letters: bool = True, *, axis: int = 2,
+            axcodes: Sequence[str] | None = MSD_HEART_AXCODES) -> plt.Axes:
+    """Show one 2D slice of a stack of network input across array ``axis`` (``stack[k]``, from
+    ``preprocess_volume``, ``preprocess_window`` or ``reslice``; a cropped or augmented copy too)
+    laid out by :func:`lasegtut.orientation.display_2d` like a slice of the volume, with the mask
+    outlined and, if ``letters``, the direction letters from ``axcodes``. Display only: the
+    array the network sees is not flipped."""
+    img, names = display_2d(image, axis, axcodes)
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     if mask is not None and mask.any():
-        ax.contour(np.flipud(mask.T), levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
+        ax.contour(display_2d(mask, axis, axcodes)[0], levels=[0.5], colors=[LA_COLOR], linewidths=1.2)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    if letters is not None:
-        draw_letters(ax, letters)
+    if letters and names is not None:
+        draw_letters(ax, names)
     return ax
 
 
-def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *,
+def crop_figure(image: np.ndarray, label: np.ndarray, k: int, border: int = 32, *, axis: int = 2,
                 axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
-    """The files' slice ``k`` (across array axis 2) of an ``(x, y, z)`` volume, shown like
-    :func:`array_slice`, before (crop box dashed) and after removing ``border`` voxels per
-    in-plane side (axes 0 and 1), with orientation letters from ``axcodes``."""
+    """Slice ``k`` across array ``axis`` (default 2: the files' own slices; the shipped model
+    cuts across 0) of an ``(x, y, z)`` volume, shown like :func:`display_slice`, before (crop box
+    dashed) and after removing ``border`` voxels per side of the in-plane axes 0 and 1 (the crop of
+    :func:`lasegtut.preprocess.crop`), with orientation letters from ``axcodes``. Across axis 0 or
+    1 the box spans the slice's whole extent along axis 2, which the crop keeps."""
     from matplotlib.patches import Rectangle
 
+    check_axis(axis)
     lo, hi = display_range(image)
-    letters = _letters(2, axcodes)
+    img, letters = display_slice(image, k, axis, axcodes)
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.9), dpi=dpi, gridspec_kw={"width_ratios": [1.25, 1]})
-    overlay(axes[0], np.clip(array_slice(image, k), lo, hi), array_slice(label, k),
+    overlay(axes[0], np.clip(img, lo, hi), _shown(label, k, axis, axcodes),
             title=f"original {image.shape[0]} x {image.shape[1]}", letters=letters)
-    n0, n1 = image.shape[:2]
-    axes[0].add_patch(Rectangle((border - 0.5, border - 0.5), n0 - 2 * border, n1 - 2 * border, fill=False,
-                                ec="yellow", ls="--", lw=1))
+    layout = display_layout(axis, axcodes)  # the border along whichever shown axis is array axis 0 or 1
+    b_rows, b_cols = (border if a in (0, 1) else 0 for a in (layout.rows, layout.cols))
+    axes[0].add_patch(Rectangle((b_cols - 0.5, b_rows - 0.5), img.shape[1] - 2 * b_cols, img.shape[0] - 2 * b_rows,
+                                fill=False, ec="yellow", ls="--", lw=1))
     c_img, c_lab = image[border:-border, border:-border], label[border:-border, border:-border]
-    overlay(axes[1], np.clip(array_slice(c_img, k), lo, hi), array_slice(c_lab, k),
+    c_k = k - border if axis in (0, 1) else k
+    overlay(axes[1], np.clip(display_slice(c_img, c_k, axis, axcodes)[0], lo, hi), _shown(c_lab, c_k, axis, axcodes),
             title=f"cropped {c_img.shape[0]} x {c_img.shape[1]}", letters=letters)
     fig.tight_layout()
     return fig
@@ -257,6 +279,8 @@ def histograms_before_after(before: dict[str, np.ndarray], after: dict[str, np.n
             ax.plot((edges[:-1] + edges[1:]) / 2, np.where(hist > 0, hist, np.nan), label=name)
     axes[0].set_title("raw (scanner units)", fontsize=9)
     axes[1].set_title("after normalize: z-score then min-max", fontsize=9)
+    axes[0].set_xlabel("intensity (scanner units, no physical unit)", fontsize=8)
+    axes[1].set_xlabel("normalised intensity (0 = the scan's darkest voxel, 1 = its brightest)", fontsize=8)
     for ax in axes:
         if log:
             ax.set_yscale("log")
@@ -277,10 +301,10 @@ def slice_strip(stack: np.ndarray, masks: np.ndarray | None, ks: Sequence[int], 
     n = len(ks)
     fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.35), dpi=dpi, squeeze=False)
     lo, hi = display_range(np.asarray(stack[list(ks)], dtype=np.float32))
-    letters = _letters(axis, axcodes)
     titles = list(titles) if titles is not None else [f"{'xyz'[check_axis(axis)]} = {k}" for k in ks]
     for ax, k, t in zip(axes[0], ks, titles):
-        show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, letters=letters)
+        show_xy(ax, stack[k], None if masks is None else masks[k], title=t, vmin=lo, vmax=hi, axis=axis,
+                axcodes=axcodes)
     fig.tight_layout()
     return fig
 
@@ -323,8 +347,8 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
                       axcodes: Sequence[str] | None = MSD_HEART_AXCODES, dpi: int = FIG_DPI) -> plt.Figure:
     """The original slice (one slice of a stack across array ``axis``, as :func:`show_xy` takes
     it) and its augmented (image, mask) ``pairs`` in a grid, each mask outlined on its own image.
-    The orientation letters (``axcodes``) are written on the original; the augmented copies are
-    rotated, so on them the letters would only be approximately right."""
+    Every panel is laid out like the original and carries its letters (``axcodes``); on the
+    augmented copies, rotated by up to a few tens of degrees, they give the sides, not exact directions."""
     n = len(pairs) + 1
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), dpi=dpi, squeeze=False)
@@ -332,9 +356,9 @@ def augmentation_grid(image: np.ndarray, mask: np.ndarray, pairs: Sequence[tuple
     lo, hi = display_range(image)
     for ax in axes.ravel():
         ax.set_axis_off()
-    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi, letters=_letters(axis, axcodes))
+    show_xy(axes[0, 0], image, mask, title="original", vmin=lo, vmax=hi, axis=axis, axcodes=axcodes)
     for ax, (img, msk), t in zip(axes.ravel()[1:], pairs, titles):
-        show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi)
+        show_xy(ax, img, msk, title=t, vmin=lo, vmax=hi, axis=axis, axcodes=axcodes)
     fig.tight_layout()
     return fig
 
@@ -356,12 +380,12 @@ def alignment_figure(mask_image: np.ndarray, mask: np.ndarray, wrong_mask: np.nd
         panels.append((wrong_mask, "bug: mask augmented\nwith other parameters"))
     fig, axes = plt.subplots(1, 2 * len(panels), figsize=(2.6 * 2 * len(panels), 3.0), dpi=dpi)
     for n, (m, title) in enumerate(panels):
-        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1, letters=_letters(axis, axcodes))
+        show_xy(axes[2 * n], mask_image, m, title=title, vmin=0, vmax=1, axis=axis, axcodes=axcodes)
         diff = (mask_image > 0.5) != (m > 0)
         show_xy(axes[2 * n + 1], np.zeros_like(mask_image), None, title=f"disagreeing pixels: {int(diff.sum())}",
-                vmin=0, vmax=1)
-        axes[2 * n + 1].imshow(np.ma.masked_where(~np.flipud(diff.T), np.flipud(diff.T)), cmap="autumn",
-                               interpolation="nearest")
+                vmin=0, vmax=1, axis=axis, axcodes=axcodes)
+        shown = display_2d(diff, axis, axcodes)[0]
+        axes[2 * n + 1].imshow(np.ma.masked_where(~shown, shown), cmap="autumn", interpolation="nearest")
     fig.tight_layout()
     return fig
 
@@ -401,7 +425,8 @@ def training_curves(cols: dict[str, np.ndarray], *, dpi: int = FIG_DPI) -> plt.F
 def unet_diagram(config, input_size: int = 128, *, dpi: int = FIG_DPI) -> plt.Figure:
     """Draw the U of a :class:`lasegtut.model.UNetConfig`: one box per level with its channels
     and feature-map size (pixels, for a square ``input_size`` input), max-pool arrows down,
-    up-sampling arrows up and the skip connections (concatenation) across."""
+    up-sampling arrows up and the skip connections (concatenation) across; the legend names the
+    layers of each block, with the config's normalisation (batch norm in the shipped network)."""
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
     widths = tuple(config.widths)
@@ -431,9 +456,10 @@ def unet_diagram(config, input_size: int = 128, *, dpi: int = FIG_DPI) -> plt.Fi
     ax.text(2 * depth + 1.05, 0, "1x1 conv\nlogits\n1 ch", ha="center", va="center", fontsize=7.5)
     arrow(2 * depth + 0.5, 0, 2 * depth + 0.7, 0, color="k")
     ax.text(depth, 0.55, "skip connections (copy + concatenate)", ha="center", fontsize=8, color="0.35")
-    ax.text(-1.5, -depth - 0.45, "down: 2 x (3x3 conv, ReLU), then max-pool", fontsize=8, color="C0",
+    norm = {"batch": "batch norm, ", "instance": "instance norm, "}.get(str(getattr(config, "norm", "none")), "")
+    ax.text(-1.5, -depth - 0.45, f"down: 2 x (3x3 conv, {norm}ReLU), then max-pool", fontsize=8, color="C0",
             ha="left", va="top")
-    ax.text(2 * depth + 1.5, -depth - 0.45, "up: bilinear x2, concatenate skip, 2 x (3x3 conv, ReLU)",
+    ax.text(2 * depth + 1.5, -depth - 0.45, f"up: bilinear x2, concatenate skip, 2 x (3x3 conv, {norm}ReLU)",
             fontsize=8, color="C1", ha="right", va="top")
     ax.set_xlim(-1.6, 2 * depth + 1.6)
     ax.set_ylim(-depth - 0.85, 0.8)
@@ -473,9 +499,10 @@ def compare_slices(image: np.ndarray, label: np.ndarray, pred: np.ndarray, ks: S
         box[axis] = slice(None)  # in-plane only: every slice keeps its index
         image, label, pred = image[tuple(box)], label[tuple(box)], pred[tuple(box)]
     fig, axes = plt.subplots(1, len(ks), figsize=(size * len(ks), size + 0.4), dpi=dpi, squeeze=False)
-    aspect, letters = slice_aspect(axis, spacing), _letters(axis, axcodes)
+    aspect = slice_aspect(axis, spacing, axcodes)
     for n, (ax, k) in enumerate(zip(axes[0], ks)):
-        overlay(ax, array_slice(image, k, axis), array_slice(label, k, axis) > 0, array_slice(pred, k, axis) > 0,
+        img, letters = display_slice(image, k, axis, axcodes)
+        overlay(ax, img, _shown(label, k, axis, axcodes) > 0, _shown(pred, k, axis, axcodes) > 0,
                 title=titles[n] if titles else f"{'xyz'[axis]} = {k}", aspect=aspect, letters=letters)
     outline_legend(fig)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -605,6 +632,24 @@ STANDARD_VIEWS = {(0, -90): "from behind (posterior), the patient's right on the
                   (-90, -90): "from below (inferior)"}
 
 
+def screen_directions(elev: float, azim: float) -> tuple[str, str, str, str]:
+    """The patient directions (top, bottom, left, right) at the edges of matplotlib's 3D view of a
+    RAS scene from ``elev``, ``azim`` degrees: the RAS axis closest to the screen's up and right.
+    From behind (0, -90): ``("S", "I", "L", "R")``; from the front (0, 90): ``("S", "I", "R", "L")``."""
+    cam = camera_direction(elev, azim)
+    a = np.radians(azim)
+    right = np.array([-np.sin(a), np.cos(a), 0.0])
+    up = np.cross(cam, right)
+
+    def name(v: np.ndarray) -> str:
+        i = int(np.argmax(np.abs(v)))
+        return "RAS"[i] if v[i] > 0 else "LPI"[i]
+
+    top, rgt = name(up), name(right)
+    opposite = dict(zip("RLAPSI", "LRPAIS"))
+    return top, opposite[top], opposite[rgt], rgt
+
+
 def view_name(elev: float, azim: float) -> str:
     """Words for a camera position on a RAS scene (matplotlib's ``elev``, ``azim`` in degrees)."""
     key = (int(round(elev)), int(round(azim)))
@@ -642,14 +687,15 @@ def draw_surface(ax, vertices: np.ndarray, faces: np.ndarray, *, color: str | No
 
 def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.ndarray | None]], *,
                    elev: float = 0.0, azim: float = -90.0, vlim: float = 5.0, size: float = 3.2,
-                   dpi: int = 80, view: str | None = None):
+                   dpi: int = FIG_DPI, view: str | None = None):
     """Surfaces side by side, same scale and viewpoint: one panel per ``(title, vertices, faces,
     colour)``, vertices in mm in RAS (see :func:`lasegtut.orientation.anatomical_vertices`). ``colour`` is a colour
     name (``None``: the label colour) or per-vertex signed distances in mm, drawn on a red-blue
     scale from ``-vlim`` to ``+vlim`` with a colour bar (red: outside the reference surface, blue:
     inside it). Default view: from behind (posterior), superior up, the patient's right on the
-    right. ``view`` names the viewpoint in the caption (default: :func:`view_name`).
-    Returns a ``matplotlib.figure.Figure``."""
+    right. ``view`` names the viewpoint in the caption (default: :func:`view_name`). Each panel
+    carries the direction letters of the screen's edges for that viewpoint
+    (:func:`screen_directions`). Returns a ``matplotlib.figure.Figure``."""
     from matplotlib.figure import Figure
 
     is_values = [p[3] is not None and not isinstance(p[3], str) for p in panels]
@@ -672,6 +718,9 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
         ax.view_init(elev=elev, azim=azim)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
+        for (x, y), t in zip(((0.5, 0.97), (0.5, 0.03), (0.03, 0.5), (0.97, 0.5)), screen_directions(elev, azim)):
+            ax.text2D(x, y, t, transform=ax.transAxes, ha="center", va="center", fontsize=9, weight="bold",
+                      color="0.25")
     if mappable is not None:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -684,6 +733,6 @@ def surface_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str | np.
         cb.ax.tick_params(labelsize=7)
     fig.text(0.01, 0.01, f"view {view or view_name(elev, azim)}; one scale for all panels "
              f"(the box is {2 * half:.0f} mm wide)",
-             fontsize=7, color="0.35")
+             fontsize=8.5, color="0.3")
     fig.subplots_adjust(left=0.0, right=right if mappable is not None else 1.0, bottom=0.05, top=0.9, wspace=0.0)
     return fig

@@ -34,8 +34,7 @@ from matplotlib.figure import Figure
 
 from . import anatomy, plots
 from .augment import AugmentConfig, Augmenter
-from .orientation import (PLANES, SLICE_AXES, array_slice, fixed_axis, plane_name, slice_aspect, slice_letters,
-                          to_anatomical)
+from .orientation import PLANES, SLICE_AXES, display_slice, fixed_axis, plane_name, slice_aspect, to_anatomical
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -52,7 +51,7 @@ def render_plane(image: np.ndarray, plane: str, index: int, label: np.ndarray | 
     """PNG bytes of one plane of a volume at voxel ``index`` along that plane's fixed axis, with
     label (orange) / prediction (teal) outlines and orientation letters. ``plane`` is ``"z"``,
     ``"y"`` or ``"x"`` (slices across that axis of the stored ``(x, y, z)`` arrays of an MSD heart
-    scan, shown with :func:`lasegtut.orientation.array_slice`) or ``"axial"``, ``"coronal"``,
+    scan, shown with :func:`lasegtut.orientation.display_slice`) or ``"axial"``, ``"coronal"``,
     ``"sagittal"`` (a true-RAS volume, see :func:`lasegtut.orientation.to_anatomical`)."""
     fig = Figure(figsize=(size, size), dpi=dpi)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
@@ -61,11 +60,12 @@ def render_plane(image: np.ndarray, plane: str, index: int, label: np.ndarray | 
     else:
         axis = SLICE_AXES[plane]
         lo, hi = window or plots.display_range(image)
-        plots.overlay(ax, np.clip(array_slice(image, index, axis), lo, hi),
-                      None if label is None else array_slice(label, index, axis),
-                      None if pred is None else array_slice(pred, index, axis),
+        img, letters = display_slice(image, index, axis)
+        plots.overlay(ax, np.clip(img, lo, hi),
+                      None if label is None else display_slice(label, index, axis)[0],
+                      None if pred is None else display_slice(pred, index, axis)[0],
                       title=f"{plane} = {index} ({plane_name(axis)})", aspect=slice_aspect(axis, spacing),
-                      letters=slice_letters(axis))
+                      letters=letters)
     return figure_png(fig, dpi)
 
 
@@ -122,9 +122,11 @@ def slice_viewer(image: np.ndarray, label: np.ndarray | None = None, pred: np.nd
 
 
 def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: float, elastic_alpha: float,
-                     seed: int = 0, n: int = 5, dpi: int = 80) -> bytes:
-    """PNG bytes of the original ``(x, y)`` slice and ``n`` augmentations with rotation up to
-    +-``rotate`` degrees, zoom in ``1 +- scale`` and elastic alpha up to ``elastic_alpha`` px."""
+                     seed: int = 0, n: int = 5, dpi: int = 80, *, axis: int = 2) -> bytes:
+    """PNG bytes of the original slice (a slice of a stack across array ``axis``, as
+    :func:`lasegtut.plots.show_xy` takes it) and ``n`` augmentations with rotation up to
+    +-``rotate`` degrees, zoom in ``1 +- scale`` and elastic alpha up to ``elastic_alpha`` px, all
+    in the course's display convention with direction letters."""
     cfg = AugmentConfig(scale=(1 - scale, 1 + scale), rotate=(-rotate, rotate),
                         elastic_alpha=(0.0, elastic_alpha), elastic=elastic_alpha > 0)
     aug = Augmenter(cfg)
@@ -135,18 +137,19 @@ def augment_grid_png(image: np.ndarray, mask: np.ndarray, rotate: float, scale: 
     for ax in axes.ravel():
         ax.set_axis_off()
     lo, hi = plots.display_range(image)
-    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi, letters=slice_letters(2))
+    plots.show_xy(axes[0, 0], image, mask, "original", vmin=lo, vmax=hi, axis=axis)
     for i, ax in enumerate(axes.ravel()[1:n + 1]):
         img, msk = aug(image, mask, seed=seed + i)
-        plots.show_xy(ax, img, msk, f"seed {seed + i}", vmin=lo, vmax=hi)
+        plots.show_xy(ax, img, msk, f"seed {seed + i}", vmin=lo, vmax=hi, axis=axis)
     fig.tight_layout()
     return figure_png(fig, dpi)
 
 
-def augment_explorer(image: np.ndarray, mask: np.ndarray, n: int = 5):
+def augment_explorer(image: np.ndarray, mask: np.ndarray, n: int = 5, *, axis: int = 2):
     """Sliders for the augmentation's rotation range (degrees), zoom range and elastic alpha (px),
-    and a seed, showing the original ``(x, y)`` slice and ``n`` augmented pairs with the mask
-    outlined. The picture updates when a slider is released. Returns an ``ipywidgets.VBox``."""
+    and a seed, showing the original slice (across array ``axis``, as
+    :func:`lasegtut.plots.show_xy` takes it; the shipped model's: 0) and ``n`` augmented pairs with
+    the mask outlined. The picture updates when a slider is released. Returns an ``ipywidgets.VBox``."""
     import ipywidgets as W
 
     style = {"description_width": "110px"}
@@ -161,7 +164,8 @@ def augment_explorer(image: np.ndarray, mask: np.ndarray, n: int = 5):
     picture.add_class("lasegtut-augment-image")
 
     def redraw(*_) -> None:
-        picture.value = augment_grid_png(image, mask, rotate.value, scale.value, alpha.value, seed.value, n)
+        picture.value = augment_grid_png(image, mask, rotate.value, scale.value, alpha.value, seed.value, n,
+                                         axis=axis)
 
     for w in (rotate, scale, alpha, seed):
         w.observe(redraw, names="value")
@@ -193,7 +197,7 @@ def surface_viewer(scenes: dict, *, elev: float = 0.0, azim: float = -90.0, size
     picture.add_class("lasegtut-surface-image")
 
     def redraw(*_) -> None:
-        fig = plots.surface_figure(scenes[scene.value], elev=el.value, azim=az.value, size=size)
+        fig = plots.surface_figure(scenes[scene.value], elev=el.value, azim=az.value, size=size, dpi=80)
         picture.value = figure_png(fig)
 
     for w in (scene, az, el):

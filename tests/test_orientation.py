@@ -28,11 +28,11 @@ def test_reorientation_moves_a_known_voxel_to_its_anatomical_place():
 
 def test_msd_axis_directions_and_letters():
     assert MSD_HEART_AXCODES == ("A", "S", "R")
-    # the files' slices: head up, back on the left, front on the right
-    assert orientation.slice_letters(2) == ("S", "I", "P", "A") == anatomy.STORED_SLICE_LETTERS
-    # the shipped model's slices (across axis 0): head up, patient's left on the left
-    assert orientation.slice_letters(0) == ("S", "I", "L", "R")
-    assert orientation.slice_letters(1) == ("A", "P", "L", "R")
+    # the files' slices (sagittal): head up, front on the left, back on the right
+    assert orientation.slice_letters(2) == ("S", "I", "A", "P") == anatomy.STORED_SLICE_LETTERS
+    # the shipped model's slices (across axis 0, coronal): head up, patient's right on the left
+    assert orientation.slice_letters(0) == ("S", "I", "R", "L")
+    assert orientation.slice_letters(1) == ("A", "P", "R", "L")
     assert [orientation.plane_name(a) for a in (0, 1, 2)] == ["coronal", "axial", "sagittal"]
     assert orientation.axis_direction(2) == "patient's left -> right"
     assert orientation.axis_direction(0) == "posterior -> anterior"
@@ -44,17 +44,17 @@ def test_msd_axis_directions_and_letters():
 
 def test_array_slice_puts_a_known_voxel_where_the_letters_say():
     """A voxel one step towards the head (higher y) shows higher up; one step anterior (higher x)
-    shows further right, as the letters ("S", "I", "P", "A") say."""
+    shows further left, as the letters ("S", "I", "A", "P") say."""
     vol = np.zeros((5, 6, 7), np.uint8)
     vol[1, 2, 3] = 1
     img = orientation.array_slice(vol, 3, axis=2)
     assert img.shape == (6, 5)                       # rows y, columns x
     r, c = np.argwhere(img)[0]
-    assert (r, c) == (6 - 1 - 2, 1)
+    assert (r, c) == (6 - 1 - 2, 5 - 1 - 1)
     vol[2, 3, 3] = 1                                  # anterior and superior of the first voxel
     pts = np.argwhere(orientation.array_slice(vol, 3, axis=2))
     (r_hi, c_hi) = min(pts.tolist())                 # the higher one on screen (smaller row)
-    assert r_hi < r and c_hi > c
+    assert r_hi < r and c_hi < c
 
 
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("A", "S", "R"), ("P", "I", "L")])

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from lasegtut import metrics, plots, preprocess
+from lasegtut import metrics, orientation, plots, preprocess
 
 
 def _volume(shape=(40, 44, 36)):
@@ -53,7 +53,7 @@ def test_array_slice_shows_the_model_input_layout(axis):
     vol = np.arange(n ** 3, dtype=np.float32).reshape(n, n, n)
     stack = preprocess.reslice(preprocess.file_slices(vol), axis)
     for i in (0, 3, n - 1):
-        assert np.array_equal(plots.array_slice(vol, i, axis), np.flipud(stack[i].T))
+        assert np.array_equal(plots.array_slice(vol, i, axis), orientation.display_2d(stack[i], axis)[0])
 
 
 # ----------------------------------------------------------------------------- figure helpers
@@ -126,7 +126,7 @@ def test_animation_has_letters_and_a_legend(monkeypatch):
     legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert legend == ["label", "prediction"]
     letters = {t.get_text() for t in fig.axes[0].texts}
-    assert {"S", "I", "P", "A"} <= letters
+    assert {"S", "I", "A", "P"} <= letters
     plt.close("all")
 
 
