@@ -285,9 +285,28 @@ class MemoryCgroup:
                 time.sleep(0.02)
 
 
+def _remove_stale_cgroups(folder: str) -> None:
+    """Remove the (empty) cgroups of graders that were killed before they could."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith("lasegtut-")]
+    except OSError:
+        return
+    for n in names:
+        try:
+            pid = int(n.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.rmdir(os.path.join(folder, n))
+            except OSError:
+                pass
+
+
 def _cgroup_parent(limit_bytes: int) -> tuple[str, int] | None:
     """Where this process may make memory cgroups for its kernels (tried by making one), or None."""
     for version, folder in _own_cgroup_dirs():
+        _remove_stale_cgroups(folder)
         try:
             cg = MemoryCgroup.create(folder, version, limit_bytes)
         except OSError:
