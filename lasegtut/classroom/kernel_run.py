@@ -432,9 +432,7 @@ def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits 
     if confine is None:
         import dataclasses
 
-        base = sandbox.probe(limits.memory_bytes)
-        confine = dataclasses.replace(base, landlock_abi=landlock_abi,
-                                      read_roots=base.read_roots if landlock_abi > 0 else [])
+        confine = dataclasses.replace(sandbox.probe(limits.memory_bytes), landlock_abi=landlock_abi)
     start = time.monotonic()
     report = RunReport()
     kernel = _Kernel(scratch, limits, confine, threads)

@@ -388,7 +388,7 @@ class Confinement:
     uid: int | None = None  # run kernels as this user (root only)
     gid: int | None = None
     private_shm: bool = False  # a mount namespace with its own /dev/shm (root only)
-    read_roots: list[str] = field(default_factory=list)
+    read_roots: list[str] = field(default_factory=list)  # besides the system's and the scratch folder
     notes: list[str] = field(default_factory=list)  # what could not be enforced, one line each
 
     def describe(self) -> str:
@@ -426,8 +426,7 @@ def probe(memory_bytes: int = 4 * 2 ** 30) -> Confinement:
         return c
     if c.landlock_abi <= 0:
         c.notes.append(describe(0))
-    else:
-        c.read_roots = read_roots()
+    c.read_roots = read_roots()  # what Landlock lets it read; as root, also what is grafted for nobody
     found = _cgroup_parent(memory_bytes)
     if found:
         c.cgroup_parent, c.cgroup_version = found
@@ -435,13 +434,39 @@ def probe(memory_bytes: int = 4 * 2 ** 30) -> Confinement:
         c.notes.append("no memory cgroup can be made here: the memory cap is a watchdog that polls the kernels' "
                        "resident memory (a fast allocation can overshoot it briefly), and /dev/shm is not capped")
     if os.geteuid() == 0:
-        c.private_shm = True
         c.uid, c.gid = _nobody()
+        c.private_shm, can_drop = _try_root_confinement(c.uid, c.gid)
+        if not c.private_shm:
+            c.notes.append("run as root, but no mount namespace can be made here (no CAP_SYS_ADMIN?): kernels "
+                           "share /dev/shm (what they leave there is removed at the end) and a Python or course "
+                           "folder that nobody cannot reach makes kernels run as root")
+        if not can_drop:
+            c.notes.append(f"run as root, but kernels cannot run as {NOBODY} here (no CAP_SETUID, or Python or the "
+                           "course is in a folder that user cannot reach): they run as root without that protection")
+            c.uid = c.gid = None
     else:
         c.notes.append("not run as root: kernels run as your own user (they may change the permissions of your "
                        "files, though Landlock keeps them from reading or writing them), share /dev/shm (what "
                        "they leave there is removed at the end)")
     return c
+
+
+def _try_root_confinement(uid: int, gid: int) -> tuple[bool, bool]:
+    """(a private mount namespace works, a kernel can then run Python as ``uid``), tried in a child
+    process that does what the supervisor will do."""
+    import subprocess
+
+    code = ("import os, sys\nfrom lasegtut.classroom import sandbox as s\n"
+            "needed = s.read_roots() + [os.path.dirname(os.path.realpath(sys.executable))]\n"
+            "try:\n    s._private_mounts(2 ** 20, %d, needed)\nexcept OSError:\n    sys.exit(3)\n"
+            "os.setgroups([]); os.setgid(%d); os.setuid(%d)\n"
+            "os.execv(sys.executable, [sys.executable, '-c', 'import encodings, lasegtut'])") % (uid, gid, uid)
+    try:
+        rc = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=60, cwd="/").returncode
+    except (OSError, subprocess.SubprocessError):
+        return False, False
+    return rc != 3, rc == 0
 
 
 # ----------------------------------------------------------------------------- the supervisor
@@ -624,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(str(os.getpid()))
     uid, gid = cfg.get("uid"), cfg.get("gid")
     if linux and cfg.get("private_shm"):
-        _private_mounts(cfg.get("memory_bytes"), uid, [cfg["scratch"], *cfg.get("read_roots", []),
+        _private_mounts(cfg.get("memory_bytes"), uid, [cfg["scratch"], *(cfg.get("read_roots") or []),
                                                        os.path.dirname(os.path.realpath(command[0]))])
     if linux:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
