@@ -503,7 +503,10 @@ def apply_landlock(scratch: str, ports: list[int], abi: int, read_roots: list[st
                 allow_path(root, _FS_READ)
         allow_path(scratch, fs)
         allow_path("/dev/shm", fs)
-        for dev in ("/dev/null", "/dev/zero", "/dev/full"):
+        import glob
+
+        gpus = glob.glob("/dev/nvidia*") + ["/dev/kfd", "/dev/dri", "/dev/dxg"]  # a GPU the course may use
+        for dev in ("/dev/null", "/dev/zero", "/dev/full", *gpus):
             allow_path(dev, _FS_WRITE_FILE | _FS_READ_FILE | (_FS_TRUNCATE if abi >= 3 else 0))
         if net:
             for port in ports:
