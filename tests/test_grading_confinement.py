@@ -169,3 +169,24 @@ def test_a_lesson_cell_stopped_for_time_is_not_blamed_on_the_student(tmp_path):
     feedback = (tmp_path / "out" / "feedback" / "ann.md").read_text()
     assert "not a fault of your code" in feedback and "lesson cell" in feedback
     assert "NameError" not in feedback
+
+
+
+def test_no_event_loop_is_left_open(tmp_path):
+    """jupyter_client makes an asyncio loop in each thread that talks to a kernel; left open, it was
+    collected unclosed (at exit: an intermittent 'Exception ignored in BaseEventLoop.__del__')."""
+    import gc
+    import threading
+    import warnings
+
+    from lasegtut.classroom.kernel_run import run_cells
+
+    worker = threading.Thread(target=run_cells, args=(["x = 1"], tmp_path / "s", FAST),
+                              kwargs={"landlock_abi": landlock_abi()})
+    worker.start()
+    worker.join()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        del worker
+        gc.collect()
+    assert [str(w.message) for w in caught if "event loop" in str(w.message)] == []
