@@ -421,8 +421,8 @@ def probe(memory_bytes: int = 4 * 2 ** 30) -> Confinement:
     """Find out once which confinements this system gives the grader (see the module doc)."""
     c = Confinement(landlock_abi=landlock_abi())
     if not sys.platform.startswith("linux"):
-        c.notes.append("not Linux: kernels run without Landlock, cgroups or a private /dev/shm, and the memory "
-                       "cap is a watchdog on their resident memory; grade untrusted work in a Linux container")
+        c.notes.append("not Linux: kernels run without a memory cap, Landlock, an unprivileged user or a private "
+                       "/dev/shm (only the time and file-size limits); grade untrusted work in a Linux container")
         return c
     if c.landlock_abi <= 0:
         c.notes.append(describe(0))
