@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lasegtut.classroom.assignments import build_student_notebooks, default_source_dir
 from lasegtut.classroom.grading import grade_class
-from lasegtut.classroom.sandbox import describe, landlock_abi
+from lasegtut.classroom.sandbox import probe
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
         subs.mkdir()
         for i in range(args.students):
             (subs / f"student{i:03d}.ipynb").write_bytes(blank)
-        print(f"grading {args.students} blank submissions of {args.notebook} | sandbox: {describe(landlock_abi())}")
+        print(f"grading {args.students} blank submissions of {args.notebook} | sandbox: {probe().describe()}")
         for jobs in args.jobs:
             t0 = time.perf_counter()
             report = grade_class(subs, tmp / f"out{jobs}", source=source, notebooks=[args.notebook], jobs=jobs,

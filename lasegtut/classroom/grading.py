@@ -14,10 +14,16 @@ status:
 ``error``     the answer or the check raised something else, or the notebook cannot be read;
 ``timeout``   the answer or the check ran past its time limit, or was never reached in time.
 
-Outputs: ``OUT/grades.csv`` (``student, notebook, exercise, status, points, max_points``) and
-``OUT/feedback/<student>.md``. Every submission is read into memory before any student code runs,
-outputs are written only at the end (each file atomically), and existing ones are replaced only
-with ``force``.
+Outputs: ``OUT/grades.csv`` (``student, notebook, exercise, status, points, max_points``; a text
+cell that a spreadsheet would take for a formula is escaped with ``'``) and
+``OUT/feedback/<student>.md``. Submissions are read one student at a time (each notebook at most
+:data:`~lasegtut.classroom.exercises.MAX_NOTEBOOK_BYTES`) to be matched, and each notebook again
+just before it runs, so the grader holds a few notebooks, not the class. Outputs are written only at
+the end, all or nothing (the feedback is written into a new folder that replaces the old one), and
+existing ones are replaced only with ``force``. A lesson (non-exercise) cell is bounded only by the
+notebook's whole time (``RunLimits.total_timeout``), not by the per-cell limit meant for answers and
+checks; when it runs out of time anyway, the exercises after it are ``timeout`` and the feedback
+says the grader's limit stopped it, not the student's code.
 """
 from __future__ import annotations
 
@@ -69,6 +75,7 @@ class StudentWork:
     name: str
     notebooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # where each notebook is (to read it again to run it)
 
 
 @dataclass
@@ -100,8 +107,9 @@ def _visible(path: Path, root: Path) -> bool:
     return not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def collect_submissions(folder: str | os.PathLike) -> list[StudentWork]:
-    """Read every student's notebooks from ``folder`` (sub-folders or single ``.ipynb`` files)."""
+def list_submissions(folder: str | os.PathLike) -> list[StudentWork]:
+    """Every student of ``folder`` (sub-folders or single ``.ipynb`` files) with the paths of their
+    notebooks (``files``), none of them read yet."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise LasegError(f"no submissions folder at {root}")
@@ -120,15 +128,26 @@ def collect_submissions(folder: str | os.PathLike) -> list[StudentWork]:
             raise LasegError(f"two submissions for student {name!r}: {sources[name]} and {entry.name}")
         work = StudentWork(name)
         for f in files:
-            key = str(f.relative_to(entry)) if entry.is_dir() else f.name
-            try:
-                work.notebooks[key] = read_notebook(f)["cells"]
-            except LasegError as e:
-                work.unreadable[key] = str(e)
+            work.files[str(f.relative_to(entry)) if entry.is_dir() else f.name] = f
         students[name], sources[name] = work, entry.name
     if not students:
         raise LasegError(f"no submissions in {root} (expected one folder or one .ipynb per student)")
     return list(students.values())
+
+
+def read_work(work: StudentWork) -> StudentWork:
+    """Read (size-bounded) the notebooks of ``work.files`` into ``work.notebooks``, or say why not; returns ``work``."""
+    for key, f in work.files.items():
+        try:
+            work.notebooks[key] = read_notebook(f)["cells"]
+        except LasegError as e:
+            work.unreadable[key] = str(e)
+    return work
+
+
+def collect_submissions(folder: str | os.PathLike) -> list[StudentWork]:
+    """Read every student's notebooks from ``folder`` (sub-folders or single ``.ipynb`` files)."""
+    return [read_work(w) for w in list_submissions(folder)]
 
 
 def _stem_key(name: str) -> str:
@@ -225,13 +244,20 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
+def csv_text(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one starting with ``= + - @``, a tab or a
+    carriage return gets a leading ``'`` (as OWASP recommends against CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def grades_csv(grades: list[Grade]) -> str:
-    """``grades.csv``'s text."""
+    """``grades.csv``'s text (text cells escaped by :func:`csv_text`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for g in grades:
-        w.writerow([g.student, g.notebook, g.exercise, g.status, _num(g.points), _num(g.max_points)])
+        w.writerow([csv_text(g.student), csv_text(g.notebook), csv_text(g.exercise), g.status, _num(g.points),
+                    _num(g.max_points)])
     return buf.getvalue()
 
 
@@ -290,10 +316,17 @@ def check_output(out: Path, submissions: Path, source: Path, force: bool) -> Non
 
 
 # ----------------------------------------------------------------------------- the batch
-def _grade_one(student: str, teacher: TeacherNotebook, key: str, cells: list[dict[str, Any]], scratch_root: Path,
-               limits: RunLimits, abi: int, threads: int | None) -> tuple[list[Grade], RunReport | None, list[str]]:
-    """Grade one submitted notebook; whatever goes wrong becomes its grades' message, never the batch's end."""
+def _grade_one(student: str, teacher: TeacherNotebook, key: str, cells: list[dict[str, Any]] | Path,
+               scratch_root: Path, limits: RunLimits, abi: int,
+               threads: int | None) -> tuple[list[Grade], RunReport | None, list[str]]:
+    """Grade one submitted notebook (its cells, or the file to read them from); whatever goes wrong
+    becomes its grades' message, never the batch's end."""
     try:
+        if isinstance(cells, Path):
+            try:
+                cells = read_notebook(cells)["cells"]
+            except LasegError as e:
+                return grades_for(student, teacher, None, None, str(e)), None, [f"{e}; not graded"]
         return _grade_notebook(student, teacher, key, cells, scratch_root, limits, abi, threads)
     except Exception as e:  # noqa: BLE001 - one notebook must not stop the class
         why = f"{key} could not be graded: {type(e).__name__}: {str(e)[:200]}"
@@ -310,7 +343,8 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
         return grades_for(student, teacher, None, None, why, status="missing"), None, [why]
     scratch = Path(tempfile.mkdtemp(prefix="job-", dir=scratch_root))
     try:
-        report = run_cells(run.sources, scratch, limits, landlock_abi=abi, threads=threads)
+        report = run_cells(run.sources, scratch, limits, landlock_abi=abi, threads=threads,
+                           timeouts=lesson_timeouts(run, limits))
     except LasegError as e:
         return grades_for(student, teacher, None, None, f"could not run the notebook: {e}"), None, []
     finally:
@@ -318,11 +352,61 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
     notes = []
     if report.note:
         notes.append(f"{teacher.name}: {report.note}")
-    failed = [(i, r) for i, r in enumerate(report.cells) if r.status == "error"
-              and i not in run.check_pos.values() and not any(i in v for v in run.answer_pos.values())]
+    stopped = first_lesson_timeout(run, report)
+    failed = [(i, r) for i, r in enumerate(report.cells) if r.status == "error" and _is_lesson(run, i)
+              and (stopped is None or i < stopped)]
     for i, r in failed[:3]:
         notes.append(f"{teacher.name}: {run.origins[i]} raised {_error_text(r)[:200]}")
-    return grades_for(student, teacher, run, report), report, notes
+    grades = grades_for(student, teacher, run, report)
+    if stopped is not None:
+        why = lesson_timeout_message(run, report, stopped)
+        notes.append(f"{teacher.name}: {why}")
+        grades = after_lesson_timeout(run, stopped, grades, why)
+    return grades, report, notes
+
+
+# ----------------------------------------------------------------------------- lesson cells and time
+def _is_lesson(run: GradedRun, i: int) -> bool:
+    """Whether cell ``i`` of the run is a lesson cell (neither an answer nor a check)."""
+    return i not in run.check_pos.values() and not any(i in v for v in run.answer_pos.values())
+
+
+def lesson_timeouts(run: GradedRun, limits: RunLimits) -> list[float | None]:
+    """Per-cell time limits (s): answers and checks get ``limits.cell_timeout`` (None: the default);
+    lesson cells get the notebook's whole budget, ``limits.total_timeout`` (a training cell is long
+    by design; what it may take on the grader's machine is the notebook's time, not an answer's)."""
+    return [None if not _is_lesson(run, i) else max(limits.total_timeout, limits.cell_timeout)
+            for i in range(len(run.sources))]
+
+
+def first_lesson_timeout(run: GradedRun, report: RunReport) -> int | None:
+    """The first lesson cell the grader stopped for time (interrupted, or never reached), or None."""
+    for i, res in enumerate(report.cells):
+        if res.status == "timeout" or (res.status == "not_run" and res.reason == "timeout"):
+            return i if _is_lesson(run, i) else None
+    return None
+
+
+def lesson_timeout_message(run: GradedRun, report: RunReport, i: int) -> str:
+    """Says that the grader's time limit stopped lesson cell ``i``, not the student."""
+    res = report.cells[i]
+    what = (f"{run.origins[i]} (a lesson cell, not an exercise) was stopped by the grader's time limit"
+            if res.status == "timeout" else f"{run.origins[i]} (a lesson cell) was never run: "
+            f"{report.note or 'the notebook ran out of time'}")
+    return (f"{what}; this is the grading machine's limit (--timeout), not a fault of your code, and the "
+            "exercises after it could not be graded")
+
+
+def after_lesson_timeout(run: GradedRun, stopped: int, grades: list[Grade], why: str) -> list[Grade]:
+    """Exercises with a cell after lesson cell ``stopped`` that did not pass become ``timeout``, with ``why``."""
+    out = []
+    for g in grades:
+        cells = run.answer_pos.get(g.exercise, []) + ([run.check_pos[g.exercise]] if g.exercise in run.check_pos
+                                                      else [])
+        if g.status not in ("correct", "missing") and any(p > stopped for p in cells):
+            g = Grade(g.student, g.notebook, g.exercise, "timeout", 0.0, g.max_points, "not graded: " + why)
+        out.append(g)
+    return out
 
 
 def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: str | os.PathLike | None = None,
@@ -345,13 +429,14 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
     out = Path(out).expanduser()
     check_output(out, sub_root, src, force)
     teachers = load_teacher_notebooks(src, notebooks)
-    students = collect_submissions(sub_root)
+    students = list_submissions(sub_root)
 
     plan: dict[str, dict[str, str]] = {}
     unmatched: dict[str, list[str]] = {}
     notes: dict[str, list[str]] = {}
-    for w in students:
-        plan[w.name], unmatched[w.name], notes[w.name] = match_notebooks(w, teachers)
+    for w in students:  # one student's notebooks in memory at a time; read again when they run
+        plan[w.name], unmatched[w.name], notes[w.name] = match_notebooks(read_work(w), teachers)
+        w.notebooks.clear()
     wanted = list(teachers) if notebooks else [t for t in teachers if any(t.name in p for p in plan.values())]
     if not wanted and len(teachers) == 1:
         wanted = list(teachers)
@@ -370,9 +455,11 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
                                  f"{key}: matches no notebook of the assignment (none of its cell ids or "
                                  "grade_ids, nor its name); not graded")
 
-    abi = sandbox.landlock_abi()
-    if abi == 0 and warn is not None:
-        warn("warning: " + sandbox.describe(0))
+    confine = sandbox.probe(limits.memory_bytes)
+    abi = confine.landlock_abi
+    if warn is not None:
+        for line in confine.missing():
+            warn("warning: " + line)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     by_student: dict[str, list[Grade]] = {w.name: [] for w in students}
     runs: list[RunReport] = []
@@ -386,11 +473,12 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
             elif key in w.unreadable:
                 by_student[w.name] += grades_for(w.name, t, None, None, w.unreadable[key])
             else:
-                tasks.append((w.name, t, key, w.notebooks[key]))
+                tasks.append((w.name, t, key, w.files[key]))
     left = {w.name: sum(1 for task in tasks if task[0] == w.name) for w in students}
     bar = _progress(len(students), progress)
     bar.update(sum(1 for n in left.values() if n == 0))
     scratch_root = Path(tempfile.mkdtemp(prefix="lasegtut-grade-"))
+    shm_before = None if confine.private_shm else _shm_entries()
     lock = threading.Lock()
     stop = contextlib.ExitStack()
     stop.enter_context(termination_as_exception())  # SIGTERM: the kernels are stopped, nothing is written
@@ -420,6 +508,8 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
         stop.close()
         bar.close()
         shutil.rmtree(scratch_root, ignore_errors=True)
+        if shm_before is not None:
+            _remove_new_shm(shm_before)
 
     order = {t.name: i for i, t in enumerate(teachers)}
     grades: list[Grade] = []
@@ -427,25 +517,102 @@ def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: 
         mine = by_student[w.name] + [g for t in wanted for g in results.get((w.name, t.name), [])]
         grades += sorted(mine, key=lambda g: order[g.notebook])  # stable: exercises keep their order
 
-    out.mkdir(parents=True, exist_ok=True)
     feedback = out / "feedback"
-    feedback.mkdir(exist_ok=True)
-    _write_atomic(out / "grades.csv", grades_csv(grades))
-    used: set[str] = set()
+    files: dict[str, str] = {}
     for w in students:
         fname = _safe_name(w.name)
-        while fname in used:
+        while fname in files:
             fname += "_"
-        used.add(fname)
-        _write_atomic(feedback / f"{fname}.md",
-                      feedback_markdown(w.name, [g for g in grades if g.student == w.name], notes[w.name]))
-    for stale in feedback.glob("*.md"):  # --force replaces the feedback: none is left for a student no longer here
-        if stale.stem not in used:
-            stale.unlink()
+        files[fname] = feedback_markdown(w.name, [g for g in grades if g.student == w.name], notes[w.name])
+    write_outputs(out, grades_csv(grades), files)
     warnings = [f"{s}: {n}" for s, ns in notes.items() for n in ns
                 if n.endswith("not graded") or "could not be matched" in n]
-    return ClassReport(grades, notes, out / "grades.csv", feedback, sandbox.describe(abi), warnings,
+    return ClassReport(grades, notes, out / "grades.csv", feedback, confine.describe(), warnings,
                        time.monotonic() - t0, runs)
+
+
+def write_outputs(out: Path, csv_text_: str, feedback: dict[str, str]) -> None:
+    """Write ``out/grades.csv`` and ``out/feedback/<name>.md`` all or nothing: the feedback goes into a
+    new folder that then replaces the old one (files other than ``.md`` a teacher put there are kept),
+    right before ``grades.csv`` is replaced. Raises :class:`LasegError` saying what could not be
+    written; then ``out`` is as it was."""
+    new = old = tmp_csv = None
+    fb = out / "feedback"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        new = Path(tempfile.mkdtemp(prefix=".feedback-new-", dir=out))
+        for fname, text in feedback.items():
+            _write_atomic(new / f"{fname}.md", text)
+        if fb.is_dir():
+            for keep in fb.iterdir():
+                if keep.suffix != ".md" and not (new / keep.name).exists():
+                    if keep.is_dir():
+                        shutil.copytree(keep, new / keep.name, symlinks=True)
+                    else:
+                        shutil.copy2(keep, new / keep.name, follow_symlinks=False)
+        tmp_csv = out / f".grades.csv.tmp-{os.getpid()}"
+        tmp_csv.write_text(csv_text_, encoding="utf-8")
+        if fb.exists():
+            old = out / f".feedback-old-{os.getpid()}"
+            os.rename(fb, old)
+        try:
+            os.rename(new, fb)
+            new = None
+            os.replace(tmp_csv, out / "grades.csv")
+            tmp_csv = None
+        except OSError:
+            if new is None:  # the new feedback is in place: put the old one back
+                os.rename(fb, out / f".feedback-new-{os.getpid()}")
+                new = out / f".feedback-new-{os.getpid()}"
+            if old is not None:
+                os.rename(old, fb)
+                old = None
+            raise
+    except OSError as e:
+        raise LasegError(f"could not write the grades into {out} ({e.strerror or e}: {e.filename or ''}); "
+                         "the grades and feedback already there were left as they were") from None
+    finally:
+        for leftover in (new, old):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+        if tmp_csv is not None:
+            with contextlib.suppress(OSError):
+                tmp_csv.unlink()
+
+
+def _shm_entries() -> set[str] | None:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return None
+
+
+def _remove_new_shm(before: set[str] | None) -> None:
+    """Remove what the kernels left in a shared ``/dev/shm`` (kernels without a private one): entries
+    made since ``before``, owned by this user, and open or mapped by no process."""
+    if before is None:
+        return
+    new = [n for n in (_shm_entries() or set()) - before
+           if os.lstat(os.path.join("/dev/shm", n)).st_uid == os.geteuid()] if os.path.isdir("/dev/shm") else []
+    if not new:
+        return
+    in_use: set[str] = set()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            in_use.update(line.split("/dev/shm/", 1)[1].split(" ")[0] for line in
+                          (entry / "maps").read_text(errors="replace").splitlines() if "/dev/shm/" in line)
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("/dev/shm/"):
+                        in_use.add(target[len("/dev/shm/"):])
+    for n in new:
+        if n not in in_use:
+            path = os.path.join("/dev/shm", n)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
 
 
 def _stop_all_kernels(scratch_root: Path) -> None:

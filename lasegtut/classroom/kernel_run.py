@@ -1,8 +1,11 @@
 """Run a list of code cells, top to bottom, in a fresh and confined Jupyter kernel.
 
-:func:`run_cells` is the grader's engine. One call = one kernel process, started with
-:mod:`lasegtut.classroom.sandbox` (memory cap, file-size cap, Landlock where the system has it) in its own
-scratch folder, which is its working directory, ``HOME`` and ``TMPDIR``. Each cell gets a time
+:func:`run_cells` is the grader's engine. One call = one kernel process, started under the
+supervisor of :mod:`lasegtut.classroom.sandbox` (memory cap on what it really uses, file-size cap,
+Landlock, an unprivileged user and a private ``/dev/shm`` where the system gives them) in its own
+scratch folder, which is its working directory, ``HOME`` and ``TMPDIR``. Without a memory cgroup,
+a watchdog here polls the resident memory of the kernel and everything it started a few times a
+second and stops the notebook past the cap. Each cell gets a time
 limit (the kernel is interrupted, then killed if it does not stop) and the whole run gets one too;
 a cell's kept output is capped, and no single kernel message may exceed a size cap, so a cell that
 prints gigabytes costs time (bounded by its limit), not memory. Whatever a cell does, the next
@@ -13,6 +16,7 @@ comes from the kernel's ``execute_reply``, which is not lost when the output cha
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,10 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import sandbox
 from ..errors import LasegError
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_MESSAGE_BYTES = 32 * 2 ** 20  # one kernel message larger than this drops the connection (and the message)
+WATCHDOG_PERIOD = 0.2  # seconds between two looks at the kernel's resident memory (without a memory cgroup)
 
 
 @dataclass
@@ -143,33 +149,55 @@ def _peak_rss(pid: int) -> int | None:
     return None
 
 
-class _Kernel:
-    """A sandboxed ipykernel process and a blocking client connected to it."""
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
-    def __init__(self, scratch: Path, limits: RunLimits, landlock_abi: int, threads: int | None) -> None:
+
+class _Kernel:
+    """A sandboxed ipykernel process (under its supervisor) and a blocking client connected to it."""
+
+    def __init__(self, scratch: Path, limits: RunLimits, confine: sandbox.Confinement, threads: int | None) -> None:
         import zmq
         from jupyter_client.blocking import BlockingKernelClient
         from jupyter_client.connect import write_connection_file
 
         self.limits = limits
         self.token = secrets.token_hex(16)
+        self.cgroup: sandbox.MemoryCgroup | None = None
+        self.over_memory = False
+        self.next_watch = 0.0
+        self.proc: subprocess.Popen | None = None
+        self.context = zmq.Context()
         runtime = scratch / "runtime"
         runtime.mkdir(parents=True, exist_ok=True)
         conn_file, conn = write_connection_file(str(runtime / "kernel.json"), ip="127.0.0.1",
                                                 key=secrets.token_hex(32).encode())
         ports = [conn[k] for k in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")]
+        if confine.cgroup_parent and limits.memory_bytes:
+            try:
+                self.cgroup = sandbox.MemoryCgroup.create(confine.cgroup_parent, confine.cgroup_version,
+                                                          limits.memory_bytes)
+            except OSError:
+                self.cgroup = None  # the watchdog caps it instead
         sandbox_cfg = {"scratch": str(scratch), "memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes,
-                       "landlock_abi": landlock_abi, "ports": ports, "parent_pid": os.getpid()}
+                       "landlock_abi": confine.landlock_abi, "ports": ports, "parent_pid": os.getpid(),
+                       "cgroup": self.cgroup.path if self.cgroup else None, "uid": confine.uid, "gid": confine.gid,
+                       "private_shm": confine.private_shm, "read_roots": confine.read_roots or None}
         cmd = [sys.executable, "-m", "lasegtut.classroom.sandbox", json.dumps(sandbox_cfg), "--",
                sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"]
         work = scratch / "work"
         work.mkdir(parents=True, exist_ok=True)
+        env = kernel_environment(scratch, self.token, threads)
+        if confine.uid is not None:
+            _chown_tree(scratch, confine.uid, confine.gid if confine.gid is not None else confine.uid)
         self.stderr_path = scratch / "kernel-stderr.txt"
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=work, env=kernel_environment(scratch, self.token, threads),
+            self.proc = subprocess.Popen(cmd, cwd=work, env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          start_new_session=True)
-        self.context = zmq.Context()
         self.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.client = BlockingKernelClient(context=self.context)
         self.client.load_connection_file(conn_file)
@@ -224,6 +252,27 @@ class _Kernel:
         except LasegError:
             pass  # the next cell will find a dead kernel, or run without output
 
+    def memory_exceeded(self) -> bool:
+        """Whether the kernel's processes use more resident memory than the cap: then they are all
+        killed. A look every :data:`WATCHDOG_PERIOD` s, only without a memory cgroup (which caps it itself)."""
+        if self.cgroup is not None or not self.limits.memory_bytes:
+            return False
+        now = time.monotonic()
+        if now < self.next_watch:
+            return False
+        self.next_watch = now + WATCHDOG_PERIOD
+        if sandbox.tree_rss(self.proc.pid) <= self.limits.memory_bytes:
+            return False
+        self.over_memory = True
+        sandbox.kill_tree(self.proc.pid)
+        return True
+
+    def death_message(self) -> str:
+        """Why the kernel is gone: the memory cap, or the signal / status it ended with."""
+        if self.over_memory or (self.cgroup is not None and self.cgroup.oom_kills() > 0):
+            return memory_message(self.limits.memory_bytes)
+        return _death_message(self.proc.returncode, self.limits.memory_bytes)
+
     def interrupt(self) -> None:
         try:
             os.kill(self.proc.pid, signal.SIGINT)
@@ -254,9 +303,11 @@ class _Kernel:
             now = time.monotonic()
             if reply is not None and (idle or now - reply_at > 2.0):
                 break
-            if not self.alive():
-                return CellResult("error", "KernelDied", _death_message(self.proc.returncode, lim.memory_bytes),
-                                  output="".join(out), seconds=now - start)
+            if self.memory_exceeded() or not self.alive():
+                if self.over_memory:
+                    self.proc.wait()
+                return CellResult("error", "KernelDied", self.death_message(), output="".join(out),
+                                  seconds=now - start)
             if reply is None and interrupted_at is None and now - start > timeout:
                 self.interrupt()
                 interrupted_at = now
@@ -298,22 +349,55 @@ class _Kernel:
 
     def close(self) -> int | None:
         """Stop the kernel and every process it started; return its peak resident memory (bytes) if known."""
-        peak = _peak_rss(self.proc.pid) if self.alive() else None
-        try:
+        peak = None
+        if self.proc is not None and self.alive():
+            kids = sandbox.descendants(self.proc.pid)
+            peak = max((_peak_rss(p) or 0 for p in kids), default=0) or None
+        with contextlib.suppress(Exception):  # closing must not fail
             self.client.stop_channels()
-        except Exception:  # noqa: BLE001 - closing must not fail
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        _close_event_loop()
+        if self.proc is not None:
+            try:  # the supervisor kills what the kernel started, even what left its session
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if self.proc.poll() is None:
+                sandbox.kill_tree(self.proc.pid)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
         kill_leftovers(self.token)
         self.context.destroy(linger=0)
         return peak
+
+
+def _close_event_loop() -> None:
+    """Close the asyncio loop jupyter_client made for this thread (left open, it is collected at
+    exit with ``Exception ignored in BaseEventLoop.__del__``)."""
+    try:
+        import asyncio
+
+        from jupyter_core.utils import ensure_event_loop
+
+        loop = ensure_event_loop()
+        if not loop.is_running():
+            loop.close()
+            asyncio.set_event_loop(None)
+    except Exception:  # noqa: BLE001 - only tidying
+        pass
+
+
+def memory_message(memory_bytes: int) -> str:
+    """What a student reads when the notebook went past the memory cap."""
+    return (f"the notebook used more than {memory_bytes / 2 ** 30:.1f} GiB of memory (the grader's cap, "
+            "--memory-gb); the kernel was stopped")
 
 
 def _death_message(returncode: int | None, memory_bytes: int) -> str:
@@ -328,21 +412,30 @@ def _death_message(returncode: int | None, memory_bytes: int) -> str:
 
 
 def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits | None = None,
-              landlock_abi: int = 0, threads: int | None = None) -> RunReport:
+              landlock_abi: int = 0, threads: int | None = None, timeouts: list[float | None] | None = None,
+              confine: sandbox.Confinement | None = None) -> RunReport:
     """Run ``sources`` one after the other in a new sandboxed kernel working in ``scratch``.
 
     Returns one :class:`CellResult` per source. A cell that raises is recorded and the next one
-    runs; a cell past ``limits.cell_timeout`` is interrupted (status ``timeout``) and the run goes
+    runs; a cell past its time limit (``timeouts[i]`` if given and not None, else
+    ``limits.cell_timeout``; seconds) is interrupted (status ``timeout``) and the run goes
     on, or, if the interrupt does not stop it, the kernel is killed and the remaining cells are
     ``not_run`` (reason ``timeout``); the same when ``limits.total_timeout`` is reached. When the
-    kernel dies (memory cap, ``os._exit``), its cell is an ``error`` and the rest are ``not_run``
-    (reason ``died``). Raises :class:`LasegError` only when the kernel cannot start.
+    kernel dies (memory cap, ``os._exit``), its cell is an ``error`` (``KernelDied``) and the rest
+    are ``not_run`` (reason ``died``). Raises :class:`LasegError` only when the kernel cannot start.
+
+    ``confine``: what to enforce (default: all this system gives, :func:`sandbox.probe`, with
+    Landlock at ``landlock_abi``).
     """
     limits = limits or RunLimits()
     scratch = Path(scratch)
+    if confine is None:
+        import dataclasses
+
+        confine = dataclasses.replace(sandbox.probe(limits.memory_bytes), landlock_abi=landlock_abi)
     start = time.monotonic()
     report = RunReport()
-    kernel = _Kernel(scratch, limits, landlock_abi, threads)
+    kernel = _Kernel(scratch, limits, confine, threads)
     try:
         kernel.wait_ready()
         for i, src in enumerate(sources):
@@ -351,7 +444,8 @@ def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits 
                 report.note = f"the notebook ran out of its {limits.total_timeout:.0f} s"
                 report.cells += [CellResult("not_run", reason="timeout") for _ in sources[i:]]
                 break
-            res = kernel.run_cell(src, min(limits.cell_timeout, left))
+            own = timeouts[i] if timeouts is not None and i < len(timeouts) else None
+            res = kernel.run_cell(src, min(own if own is not None else limits.cell_timeout, left))
             report.cells.append(res)
             if res.ename == "KernelDied" or res.reason == "killed":
                 why = "died" if res.ename == "KernelDied" else "timeout"
