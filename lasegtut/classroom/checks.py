@@ -67,7 +67,8 @@ class CheckPlan:
     exercise: str
     source: str
     imports: list[str] = field(default_factory=list)  # one import statement per line, from the teacher's cells
-    names: list[str] = field(default_factory=list)  # names or dotted names to export from the student's kernel
+    names: list[str] = field(default_factory=list)  # the names to export from the student's kernel
+    attrs: dict[str, list[str]] = field(default_factory=dict)  # name -> attributes, for a name only used as name.attr
 
 
 def _python_source(source: str) -> str:
@@ -164,11 +165,8 @@ def plan_check(cells: list[dict[str, Any]], roles: list[str], check_cell: int, e
                 if parent.attr not in attrs[node.id]:
                     attrs[node.id].append(parent.attr)
     free = [n for n in loaded if n not in own and not hasattr(builtins, n) and n not in imported]
-    names: list[str] = []
-    for n in free:
-        names += [f"{n}.{a}" for a in attrs[n]] if loaded[n] else [n]
     used_imports = [imported[n] for n in loaded if n in imported and n not in own]
-    return CheckPlan(exercise, source, used_imports, names)
+    return CheckPlan(exercise, source, used_imports, free, {n: attrs[n] for n in free if loaded[n]})
 
 
 # ============================================================================ plain data
@@ -216,6 +214,8 @@ def _encode(v: Any, folder: int, budget: _Budget, depth: int, top: bool) -> dict
         return {"c": [v.real, v.imag]}
     if isinstance(v, str):
         return {"s": str(v)}
+    if isinstance(v, (bytes, bytearray)):
+        return {"y": bytes(v).hex()}
     if isinstance(v, (list, tuple, set, frozenset)):
         tag = "l" if isinstance(v, list) else "t" if isinstance(v, tuple) else "set"
         return {tag: [_encode(x, folder, budget, depth + 1, False) for x in v]}
@@ -423,6 +423,11 @@ def _decode(node: Any, dir_fd: int, budget: _Budget, depth: int) -> Any:
         return complex(v[0], v[1])
     if tag == "s" and isinstance(v, str):
         return v
+    if tag == "y" and isinstance(v, str):
+        try:
+            return bytes.fromhex(v)
+        except ValueError:
+            raise CodecError("malformed bytes") from None
     if tag in ("l", "t", "set") and isinstance(v, list):
         items = [_decode(x, dir_fd, budget, depth + 1) for x in v]
         if tag == "set":
@@ -508,23 +513,32 @@ def decode(folder: str | os.PathLike, make_function: Callable[[str], Any] | None
 
 
 # ============================================================================ the kernel's side
-def kernel_export(ns: dict[str, Any], names: list[str], folder: str) -> None:
-    """In the student's kernel: write the values of ``names`` (dotted names follow attributes) into ``folder``."""
+def _plain_type(v: Any) -> bool:
+    import numpy as np
+
+    return (v is None or isinstance(v, (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset,
+                                        np.ndarray, np.generic, types.SimpleNamespace)) or _is_tensor(v)
+            or (dataclasses.is_dataclass(v) and not isinstance(v, type)) or callable(v))
+
+
+def kernel_export(ns: dict[str, Any], names: list[str], attrs: dict[str, list[str]], folder: str) -> None:
+    """In the student's kernel: write the values of ``names`` into ``folder``; a name in ``attrs`` whose
+    value is not plain data (an object) is written as its attributes ``name.attr``."""
     found: dict[str, Any] = {}
     missing: list[str] = []
     for name in names:
-        base, *path = name.split(".")
-        if base not in ns:
+        if name not in ns:
             missing.append(name)
             continue
-        v = ns[base]
-        try:
-            for a in path:
-                v = getattr(v, a)
-        except Exception:  # noqa: BLE001 - an attribute that is not there is missing
-            missing.append(name)
+        v = ns[name]
+        if name not in attrs or _plain_type(v):
+            found[name] = v
             continue
-        found[name] = v
+        for a in attrs[name]:
+            try:
+                found[f"{name}.{a}"] = getattr(v, a)
+            except Exception:  # noqa: BLE001 - an attribute that is not there is missing
+                missing.append(f"{name}.{a}")
     encode(found, folder, missing=missing)
 
 
@@ -547,10 +561,10 @@ def kernel_call(ns: dict[str, Any], name: str, arg_folder: str, out_folder: str)
 _MODULE = "lasegtut.classroom.checks"
 
 
-def export_source(names: list[str], folder: str) -> str:
+def export_source(names: list[str], attrs: dict[str, list[str]], folder: str) -> str:
     """The one line the grader sends the kernel to export ``names`` into ``folder``."""
     return (f"__import__({_MODULE!r}, fromlist=['_']).kernel_export(get_ipython().user_ns, "
-            f"{names!r}, {folder!r})")
+            f"{names!r}, {attrs!r}, {folder!r})")
 
 
 def call_source(name: str, arg_folder: str, out_folder: str) -> str:
@@ -796,7 +810,7 @@ class CheckRunner:
         """Export the plan's names from the kernel, run the check in the checker; never raises for the student's doing."""
         self.n += 1
         data = self.exchange / f"check{self.n}"
-        res = run_in_kernel(export_source(plan.names, str(data)), self.timeout)
+        res = run_in_kernel(export_source(plan.names, plan.attrs, str(data)), self.timeout)
         if res.status != "ok":
             if res.status in ("timeout", "not_run"):
                 return CheckOutcome("timeout", "not checked: your notebook ran out of time")
