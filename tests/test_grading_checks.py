@@ -189,3 +189,33 @@ def test_forged_data_is_refused(tmp_path, forge):
         _manifest(d, {"v": {"n": 0}})
     with pytest.raises(CodecError):
         decode(d, ident=ident)
+
+
+def test_a_forged_export_cannot_rebind_builtins_or_imports(tmp_path):
+    """A kernel that writes more than it was asked (``abs`` as its own function, ``hashlib`` and
+    ``__builtins__`` as data) changes nothing: the checker binds only the names the check reads."""
+    import re
+
+    from lasegtut.classroom.checks import CheckRunner
+    from lasegtut.classroom.kernel_run import CellResult
+
+    cells = [cell("code", "import hashlib", "c"),
+             cell("code", "### BEGIN SOLUTION\nresult = 0.93\n### END SOLUTION", "a", answer_md("ex1_answer")),
+             cell("code", "assert abs(result - 0.93) < 0.01\n"
+                          "assert hashlib.sha256(b'x').hexdigest() != 'forged'", "k", check_md("ex1", 1))]
+    plan = plan_check(cells, ["lesson", "answer", "check"], 2, "ex1")
+    assert plan.names == ["result"]
+    calls = []
+
+    def kernel(source: str, timeout: float) -> CellResult:
+        calls.append(source)
+        folder = re.findall(r"'([^']*check\d+)'", source)[-1]
+        encode({"result": 5.0, "abs": len, "hashlib": {"sha256": 1}, "__builtins__": {}}, folder)
+        return CellResult("ok")
+
+    runner = CheckRunner(tmp_path / "exchange", timeout=30)
+    try:
+        outcome = runner.run(plan, kernel)
+    finally:
+        runner.close()
+    assert outcome.status == "wrong" and len(calls) == 1  # abs was never called in the kernel

@@ -663,8 +663,11 @@ class _Checker:
         except CodecError as e:
             return {"status": "error", "message": f"the values your notebook holds for this check could not be "
                                                   f"read: {e}"}
+        wanted = set(req["names"]) | {f"{n}.{a}" for n, attrs in req["attrs"].items() for a in attrs}
         unavailable = {}
         for name, v in values.items():
+            if name not in wanted:  # only what the check reads: never a builtin, an import or __builtins__
+                continue
             if isinstance(v, Unavailable):
                 unavailable[name.split(".")[0]] = v
                 continue
@@ -830,6 +833,7 @@ class CheckRunner:
                 return CheckOutcome("error", "the grader's checker did not start")
             self._ready_for = proc.pid
         if not self._send({"exercise": plan.exercise, "source": plan.source, "imports": plan.imports,
+                           "names": plan.names, "attrs": plan.attrs,
                            "data": str(data), "exchange": str(self.exchange), "ident": list(self.ident)}):
             self._kill()
             return CheckOutcome("error", "the grader's checker stopped")

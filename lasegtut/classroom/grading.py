@@ -187,7 +187,8 @@ def exercise_status(run: GradedRun, report: RunReport, name: str,
     """(status, message) of exercise ``name`` from the results of its answer cells and its check.
 
     ``checks``: the outcomes of the checks run by the grader's checker; an exercise without one
-    gets its status from the cell where its check stood (not run, out of time...). The feedback
+    gets its status from the cell where its check stood (not run, out of time...), and with
+    ``checks`` given, a check that should have run and did not is an ``error``. The feedback
     never quotes the check's source: a failed check gives the teacher's assert message, if any.
     """
     outcome = (checks or {}).get(name)
@@ -202,6 +203,8 @@ def exercise_status(run: GradedRun, report: RunReport, name: str,
                     return "wrong", "the check failed" + (f"\nAssertionError: {outcome.message}" if outcome.message
                                                           else "")
                 return outcome.status, outcome.message
+            if where == "the check" and outcome is None and checks is not None:
+                return "error", "the check could not be run"
             continue
         if res.status == "timeout":
             return "timeout", f"{where}: {res.evalue or 'ran out of time'}"
