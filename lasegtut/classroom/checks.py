@@ -657,9 +657,12 @@ class _Checker:
             return {"status": "error", "message": f"the grader could not import what the check uses "
                                                   f"({type(e).__name__}: {str(e)[:200]})"}
         exchange, ident = req["exchange"], tuple(req["ident"])
+
+        def call(name: str, args: tuple, kwargs: dict) -> Any:
+            return self.call(exchange, ident, name, args, kwargs)
+
         try:
-            values = decode(req["data"], lambda n: StudentFunction(n, lambda nm, a, k: self.call(exchange, ident, nm, a, k)),
-                            ident)
+            values = decode(req["data"], lambda n: StudentFunction(n, call), ident)
         except CodecError as e:
             return {"status": "error", "message": f"the values your notebook holds for this check could not be "
                                                   f"read: {e}"}
@@ -753,6 +756,7 @@ class CheckRunner:
         self.n = 0
         self.proc: subprocess.Popen | None = None
         self._buf = b""
+        self._ready_for: int | None = None
 
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
@@ -810,7 +814,9 @@ class CheckRunner:
             self.proc = None
 
     def run(self, plan: CheckPlan, run_in_kernel: Callable[[str, float], Any]) -> CheckOutcome:
-        """Export the plan's names from the kernel, run the check in the checker; never raises for the student's doing."""
+        """Export the plan's names from the kernel and run the check in the checker.
+
+        Never raises for anything the student's code does: that is the outcome's status."""
         self.n += 1
         data = self.exchange / f"check{self.n}"
         res = run_in_kernel(export_source(plan.names, plan.attrs, str(data)), self.timeout)
@@ -826,7 +832,7 @@ class CheckRunner:
 
     def _check(self, plan: CheckPlan, data: Path, run_in_kernel: Callable[[str, float], Any]) -> CheckOutcome:
         proc = self._start()
-        if self.proc is not None and getattr(self, "_ready_for", None) != proc.pid:
+        if self._ready_for != proc.pid:  # a new checker says "ready" once it has imported numpy
             ready = self._read(time.monotonic() + 120)
             if not ready or ready.get("op") != "ready":
                 self._kill()

@@ -346,8 +346,8 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
     return grades_for(student, teacher, run, report, checks=outcomes), report, notes
 
 
-def _check_hook(teacher: TeacherNotebook, run: GradedRun, checker: CheckRunner,
-                outcomes: dict[str, CheckOutcome]) -> Callable[[int, CellResult, Callable[[str, float], CellResult]], None]:
+def _check_hook(teacher: TeacherNotebook, run: GradedRun, checker: CheckRunner, outcomes: dict[str, CheckOutcome]
+                ) -> Callable[[int, CellResult, Callable[[str, float], CellResult]], None]:
     """The :func:`run_cells` hook that runs each exercise's check where its check cell stood.
 
     A check runs only when its answer cells all ran without error (otherwise their error is the status)."""
