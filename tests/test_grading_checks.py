@@ -221,3 +221,31 @@ def test_a_forged_export_cannot_rebind_builtins_or_imports(tmp_path):
     finally:
         runner.close()
     assert outcome.status == "wrong" and len(calls) == 1  # abs was never called in the kernel
+
+
+def test_the_checker_never_imports_from_the_kernels_folders(tmp_path):
+    """A kernel that plants a ``json.py`` / ``numpy.py`` in the exchange folder does not run code in the checker."""
+    import re
+
+    from lasegtut.classroom.checks import CheckRunner
+    from lasegtut.classroom.kernel_run import CellResult
+
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    for name in ("json.py", "numpy.py", "hashlib.py"):
+        (exchange / name).write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')\n")
+    cells = [cell("code", "import numpy as np", "c"),
+             cell("code", "### BEGIN SOLUTION\nresult = 1\n### END SOLUTION", "a", answer_md("ex1_answer")),
+             cell("code", "import hashlib, json\nassert np.sum([result]) == 2", "k", check_md("ex1", 1))]
+    plan = plan_check(cells, ["lesson", "answer", "check"], 2, "ex1")
+
+    def kernel(source: str, timeout: float) -> CellResult:
+        encode({"result": 1}, re.findall(r"'([^']*check\d+)'", source)[-1])
+        return CellResult("ok")
+
+    runner = CheckRunner(exchange, timeout=30)
+    try:
+        assert runner.run(plan, kernel).status == "wrong"
+    finally:
+        runner.close()
+    assert not (tmp_path / "pwned").exists()

@@ -761,9 +761,11 @@ class CheckRunner:
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
             self._buf = b""
+            # never in a folder the kernel can write: "python -m" imports from its working folder first
             self.proc = subprocess.Popen([sys.executable, "-m", _MODULE], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         cwd=self.exchange, start_new_session=True)
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/",
+                                         env={**os.environ, "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+                                         start_new_session=True)
         return self.proc
 
     def start(self) -> None:
