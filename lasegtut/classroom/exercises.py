@@ -12,8 +12,8 @@ since the previous check cell. :func:`assemble` builds the list of code cells to
 submission: the submission's own cells in the **teacher's order**, except that every locked cell
 is the teacher's own source and every check cell is :data:`CHECK_PLACEHOLDER`: the teacher's check
 runs outside the student's kernel (:mod:`lasegtut.classroom.checks`), so an edited or deleted
-assert grades as the teacher wrote it and the student's code never sees the check. Submitted cells are matched to the teacher's by ``grade_id``, then cell ``id``,
-then identical source, then (answer cells only) the code around the solution block, so cells that
+assert grades as the teacher wrote it and the student's code never sees the check. Submitted
+cells are matched to the teacher's by ``grade_id``, then cell ``id``, then identical source, then (answer cells only) the code around the solution block, so cells that
 were moved, or lost their id, are still found; cells the student added run after the cell they
 followed. This is nbgrader's ``autograde`` rule (locked and test cells are restored from the
 source) plus matching that survives reordering.

@@ -5,8 +5,9 @@ platform: one sub-folder per student holding their notebooks, or one ``.ipynb`` 
 student is the folder's or the file's name). Each submitted notebook is matched to a teacher
 notebook (by its cells' ids and nbgrader ``grade_id``, else by file name), assembled with the
 teacher's own check cells (:mod:`lasegtut.classroom.exercises`) and executed top to bottom in its own
-confined kernel (:mod:`lasegtut.classroom.kernel_run`, :mod:`lasegtut.classroom.sandbox`). Each exercise gets one
-status:
+confined kernel (:mod:`lasegtut.classroom.kernel_run`, :mod:`lasegtut.classroom.sandbox`); each check
+runs outside that kernel, in a checker process that only reads plain data from it
+(:mod:`lasegtut.classroom.checks`). Each exercise gets one status:
 
 ``correct``   the answer ran and the teacher's check cell passed;
 ``wrong``     the check cell failed an ``assert``;
