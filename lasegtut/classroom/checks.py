@@ -744,13 +744,17 @@ class CheckOutcome:
 class CheckRunner:
     """The grader's side for one submitted notebook: a checker process, and the kernel's exports and calls.
 
-    ``exchange`` is a folder the kernel can write and the grader can read. :meth:`run` is called
+    ``exchange`` is a new folder in the kernel's scratch folder (made writable to all, sticky, as
+    ``/tmp``, for a kernel run as another user); the grader reads what the kernel writes there. :meth:`run` is called
     where a check cell stood, with a function that runs one extra cell in the student's kernel.
     """
 
     def __init__(self, exchange: Path, timeout: float) -> None:
         self.exchange = Path(exchange)
         self.exchange.mkdir(parents=True, exist_ok=True)
+        # like /tmp: a kernel that runs as another (unprivileged) user can add its own folders, and
+        # can neither remove nor rename the checker's (the sticky bit)
+        os.chmod(self.exchange, 0o1777)
         self.ident = folder_ident(self.exchange)
         self.timeout = timeout
         self.n = 0
