@@ -9,10 +9,11 @@ The teacher (solution) notebooks carry nbgrader's cell metadata (``metadata.nbgr
 
 Each check cell is one exercise, named by its ``grade_id``; its answer cells are the answer cells
 since the previous check cell. :func:`assemble` builds the list of code cells to execute for one
-submission: the submission's own cells in the **teacher's order**, except that every check cell
-(and every locked cell) is the teacher's own source, so an edited or deleted assert grades as the
-teacher wrote it. Submitted cells are matched to the teacher's by ``grade_id``, then cell ``id``,
-then identical source, then (answer cells only) the code around the solution block, so cells that
+submission: the submission's own cells in the **teacher's order**, except that every locked cell
+is the teacher's own source and every check cell is :data:`CHECK_PLACEHOLDER`: the teacher's check
+runs outside the student's kernel (:mod:`lasegtut.classroom.checks`), so an edited or deleted
+assert grades as the teacher wrote it and the student's code never sees the check. Submitted
+cells are matched to the teacher's by ``grade_id``, then cell ``id``, then identical source, then (answer cells only) the code around the solution block, so cells that
 were moved, or lost their id, are still found; cells the student added run after the cell they
 followed. This is nbgrader's ``autograde`` rule (locked and test cells are restored from the
 source) plus matching that survives reordering.
@@ -27,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, _notebooks_in, strip_solutions
+from .checks import CheckPlan, plan_check
 from ..errors import LasegError
+
+#: What the kernel runs where a check cell stood: the check runs in the grader's checker, never in the
+#: student's kernel (:mod:`lasegtut.classroom.checks`), which is asked for the data the check reads here.
+CHECK_PLACEHOLDER = "pass  # the teacher's check runs in the grader, outside this kernel"
 
 #: A submitted notebook larger than this is refused (an answer does not need it; reading it would).
 MAX_NOTEBOOK_BYTES = 100 * 2 ** 20
@@ -66,6 +72,7 @@ class Exercise:
     points: float
     check_cell: int
     answer_cells: list[int] = field(default_factory=list)
+    check: CheckPlan | None = None  # what the grader's checker runs (set by teacher_notebook)
 
 
 @dataclass
@@ -141,7 +148,14 @@ def teacher_notebook(nb: dict[str, Any], name: str) -> TeacherNotebook:
                 raise LasegError(f"{name}, cell {i + 1} ({gid}): a graded test cell must be a code cell")
             exercises.append(Exercise(gid, float(points), i, pending))
             pending = []
-    return TeacherNotebook(name, cells, exercises)
+    teacher = TeacherNotebook(name, cells, exercises)
+    roles = [teacher.role(i) for i in range(len(cells))]
+    for e in exercises:
+        try:
+            e.check = plan_check(cells, roles, e.check_cell, e.name)
+        except LasegError as err:
+            raise LasegError(f"{name}: {err}") from None
+    return teacher
 
 
 def load_teacher_notebooks(source: str | os.PathLike, only: list[str] | None = None) -> list[TeacherNotebook]:
@@ -276,10 +290,10 @@ def assemble(teacher: TeacherNotebook, cells: list[dict[str, Any]]) -> GradedRun
                         run.unanswered.add(ex.name)
                 if ex is not None:
                     run.answer_pos.setdefault(ex.name, []).append(pos)
+            elif t in checks:  # the check itself runs outside the kernel (lasegtut.classroom.checks)
+                run.check_pos[checks[t].name] = emit(CHECK_PLACEHOLDER, "the teacher's check cell")
             elif role in ("check", "locked"):
-                pos = emit(cell_source(tc), f"the teacher's {role} cell")
-                if t in checks:
-                    run.check_pos[checks[t].name] = pos
+                emit(cell_source(tc), f"the teacher's {role} cell")
             else:
                 emit(cell_source(cells[s]) if sub_ok else cell_source(tc),
                      f"your cell {s + 1}" if sub_ok else f"the teacher's cell {t + 1} (not in your notebook)")

@@ -5,8 +5,9 @@ platform: one sub-folder per student holding their notebooks, or one ``.ipynb`` 
 student is the folder's or the file's name). Each submitted notebook is matched to a teacher
 notebook (by its cells' ids and nbgrader ``grade_id``, else by file name), assembled with the
 teacher's own check cells (:mod:`lasegtut.classroom.exercises`) and executed top to bottom in its own
-confined kernel (:mod:`lasegtut.classroom.kernel_run`, :mod:`lasegtut.classroom.sandbox`). Each exercise gets one
-status:
+confined kernel (:mod:`lasegtut.classroom.kernel_run`, :mod:`lasegtut.classroom.sandbox`); each check
+runs outside that kernel, in a checker process that only reads plain data from it
+(:mod:`lasegtut.classroom.checks`). Each exercise gets one status:
 
 ``correct``   the answer ran and the teacher's check cell passed;
 ``wrong``     the check cell failed an ``assert``;
@@ -48,6 +49,7 @@ from . import sandbox
 from .assignments import default_source_dir
 from ..errors import LasegError
 from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook)
+from .checks import CheckOutcome, CheckRunner
 from .kernel_run import CellResult, RunLimits, RunReport, run_cells
 from ..safeio import termination_as_exception
 
@@ -200,14 +202,29 @@ def _error_text(result: CellResult) -> str:
     return f"{result.ename}: {result.evalue}".rstrip(": ") if result.evalue else result.ename
 
 
-def exercise_status(run: GradedRun, report: RunReport, name: str) -> tuple[str, str]:
-    """(status, message) of exercise ``name`` from the results of its answer and check cells."""
+def exercise_status(run: GradedRun, report: RunReport, name: str,
+                    checks: dict[str, CheckOutcome] | None = None) -> tuple[str, str]:
+    """(status, message) of exercise ``name`` from the results of its answer cells and its check.
+
+    ``checks``: the outcomes of the checks run by the grader's checker; an exercise without one
+    gets its status from the cell where its check stood (not run, out of time...), and with
+    ``checks`` given, a check that should have run and did not is an ``error``. The feedback
+    never quotes the check's source: a failed check gives the teacher's assert message, if any.
+    """
+    outcome = (checks or {}).get(name)
     if name in run.unanswered:
         return "missing", "your notebook has no answer cell for this exercise (deleted, or its id was changed)"
     for pos in run.answer_pos.get(name, []) + [run.check_pos[name]]:
         res = report.cells[pos]
         where = "your answer" if pos != run.check_pos[name] else "the check"
         if res.status == "ok":
+            if where == "the check" and outcome is not None and outcome.status != "correct":
+                if outcome.status == "wrong":
+                    return "wrong", "the check failed" + (f"\nAssertionError: {outcome.message}" if outcome.message
+                                                          else "")
+                return outcome.status, outcome.message
+            if where == "the check" and outcome is None and checks is not None:
+                return "error", "the check could not be run"
             continue
         if res.status == "timeout":
             return "timeout", f"{where}: {res.evalue or 'ran out of time'}"
@@ -217,23 +234,23 @@ def exercise_status(run: GradedRun, report: RunReport, name: str) -> tuple[str, 
             return "timeout", f"not run: {report.note or 'the notebook ran out of time'}"
         if res.ename == "NotImplementedError":
             return "missing", "not answered: the stub (raise NotImplementedError()) is still there"
-        if res.ename == "AssertionError" and where == "the check":
-            line = failing_line(res)
-            msg = f"the check failed: {line}" if line else "the check failed"
-            return "wrong", msg + (f"\nAssertionError: {res.evalue}" if res.evalue else "")
+        if where == "the check":
+            if res.ename == "AssertionError":
+                return "wrong", "the check failed" + (f"\nAssertionError: {res.evalue}" if res.evalue else "")
+            return "error", f"the check raised {res.ename}"
         line = failing_line(res)
         return "error", f"{where} raised {_error_text(res)}" + (f"\n  at: {line}" if line else "")
     return "correct", ""
 
 
 def grades_for(student: str, teacher: TeacherNotebook, run: GradedRun | None, report: RunReport | None,
-               failure: str = "", status: str = "error") -> list[Grade]:
+               failure: str = "", status: str = "error", checks: dict[str, CheckOutcome] | None = None) -> list[Grade]:
     """One :class:`Grade` per exercise of ``teacher``; without a run, each gets ``status`` and ``failure``."""
     if run is None or report is None:
         return [Grade(student, teacher.name, e.name, status, 0.0, e.points, failure) for e in teacher.exercises]
     out = []
     for e in teacher.exercises:
-        status, msg = exercise_status(run, report, e.name)
+        status, msg = exercise_status(run, report, e.name, checks)
         out.append(Grade(student, teacher.name, e.name, status, e.points if status == "correct" else 0.0,
                          e.points, msg))
     return out
@@ -342,12 +359,17 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
                "cell ids, grade_ids or code, so it was not run")
         return grades_for(student, teacher, None, None, why, status="missing"), None, [why]
     scratch = Path(tempfile.mkdtemp(prefix="job-", dir=scratch_root))
+    checker = CheckRunner(scratch / "exchange", limits.cell_timeout)
+    outcomes: dict[str, CheckOutcome] = {}
     try:
+        checker.start()
         report = run_cells(run.sources, scratch, limits, landlock_abi=abi, threads=threads,
-                           timeouts=lesson_timeouts(run, limits))
+                           timeouts=lesson_timeouts(run, limits),
+                           after_cell=_check_hook(teacher, run, checker, outcomes))
     except LasegError as e:
         return grades_for(student, teacher, None, None, f"could not run the notebook: {e}"), None, []
     finally:
+        checker.close()
         shutil.rmtree(scratch, ignore_errors=True)
     notes = []
     if report.note:
@@ -357,7 +379,7 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
               and (stopped is None or i < stopped)]
     for i, r in failed[:3]:
         notes.append(f"{teacher.name}: {run.origins[i]} raised {_error_text(r)[:200]}")
-    grades = grades_for(student, teacher, run, report)
+    grades = grades_for(student, teacher, run, report, checks=outcomes)
     if stopped is not None:
         why = lesson_timeout_message(run, report, stopped)
         notes.append(f"{teacher.name}: {why}")
@@ -407,6 +429,26 @@ def after_lesson_timeout(run: GradedRun, stopped: int, grades: list[Grade], why:
             g = Grade(g.student, g.notebook, g.exercise, "timeout", 0.0, g.max_points, "not graded: " + why)
         out.append(g)
     return out
+
+
+def _check_hook(teacher: TeacherNotebook, run: GradedRun, checker: CheckRunner, outcomes: dict[str, CheckOutcome]
+                ) -> Callable[[int, CellResult, Callable[[str, float], CellResult]], None]:
+    """The :func:`run_cells` hook that runs each exercise's check where its check cell stood.
+
+    A check runs only when its answer cells all ran without error (otherwise their error is the status)."""
+    plans = {e.name: e.check for e in teacher.exercises}
+    check_at = {pos: name for name, pos in run.check_pos.items()}
+    results: dict[int, CellResult] = {}
+
+    def hook(i: int, res: CellResult, run_extra: Callable[[str, float], CellResult]) -> None:
+        results[i] = res
+        name = check_at.get(i)
+        if name is None or res.status != "ok" or name in run.unanswered or plans.get(name) is None:
+            return
+        if all(p in results and results[p].status == "ok" for p in run.answer_pos.get(name, [])):
+            outcomes[name] = checker.run(plans[name], run_extra)
+
+    return hook
 
 
 def grade_class(submissions: str | os.PathLike, out: str | os.PathLike, source: str | os.PathLike | None = None,

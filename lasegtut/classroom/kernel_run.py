@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import sandbox
 from ..errors import LasegError
@@ -411,9 +412,29 @@ def _death_message(returncode: int | None, memory_bytes: int) -> str:
     return f"the kernel exited (status {returncode})"
 
 
+def _after(hook: Callable[[int, CellResult, Callable[[str, float], CellResult]], None], i: int, res: CellResult,
+           kernel: _Kernel, limits: RunLimits, start: float) -> CellResult:
+    """Call ``hook`` after cell ``i``; return the extra cell that killed or lost the kernel, if one did, else ``res``."""
+    fatal: list[CellResult] = []
+
+    def run_extra(source: str, timeout: float) -> CellResult:
+        left = limits.total_timeout - (time.monotonic() - start)
+        if fatal or left <= 0:
+            return CellResult("not_run", reason="died" if fatal and fatal[0].ename == "KernelDied" else "timeout")
+        extra = kernel.run_cell(source, min(timeout, left))
+        if extra.ename == "KernelDied" or extra.reason == "killed":
+            fatal.append(extra)
+        return extra
+
+    hook(i, res, run_extra)
+    return fatal[0] if fatal else res
+
+
 def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits | None = None,
               landlock_abi: int = 0, threads: int | None = None, timeouts: list[float | None] | None = None,
-              confine: sandbox.Confinement | None = None) -> RunReport:
+              confine: sandbox.Confinement | None = None,
+              after_cell: Callable[[int, CellResult, Callable[[str, float], CellResult]], None] | None = None
+              ) -> RunReport:
     """Run ``sources`` one after the other in a new sandboxed kernel working in ``scratch``.
 
     Returns one :class:`CellResult` per source. A cell that raises is recorded and the next one
@@ -426,6 +447,11 @@ def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits 
 
     ``confine``: what to enforce (default: all this system gives, :func:`sandbox.probe`, with
     Landlock at ``landlock_abi``).
+
+    ``after_cell(i, result, run_extra)``, when given, is called after each cell that neither killed
+    nor lost the kernel; ``run_extra(source, timeout)`` runs one more cell in the same kernel (not
+    in the report; within the run's time). The grader uses it to ask the kernel for data where a
+    check cell stood (:mod:`lasegtut.classroom.checks`).
     """
     limits = limits or RunLimits()
     scratch = Path(scratch)
@@ -447,6 +473,8 @@ def run_cells(sources: list[str], scratch: str | os.PathLike, limits: RunLimits 
             own = timeouts[i] if timeouts is not None and i < len(timeouts) else None
             res = kernel.run_cell(src, min(own if own is not None else limits.cell_timeout, left))
             report.cells.append(res)
+            if after_cell is not None and res.ename != "KernelDied" and res.reason != "killed":
+                res = _after(after_cell, i, res, kernel, limits, start)
             if res.ename == "KernelDied" or res.reason == "killed":
                 why = "died" if res.ename == "KernelDied" else "timeout"
                 report.note = res.evalue if why == "died" else f"cell {i + 1} would not stop; the kernel was killed"
