@@ -1,7 +1,7 @@
 """Robustness of a model to degraded scans: Dice and volume error per case per degradation (prints figures).
 
     python benchmarks/robustness.py [--weights W [W ...]] [--level issue|harsh|all] [--only NAME ...]
-                                    [--seed S] [--device D] [--json FILE]
+                                    [--cases C ...] [--no-clean] [--seed S] [--device D] [--json FILE]
 
 Builds degraded copies of the three bundled validation cases (la_009, la_014, la_020) with
 :func:`lasegtut.degrade.degrade` from the named severities of :data:`lasegtut.degrade.SEVERITIES`
@@ -36,9 +36,12 @@ THRESHOLD = 0.80
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", nargs="+", default=None, help="weights file(s); several are averaged (default: shipped)")
-    ap.add_argument("--level", default="issue", choices=["issue", "harsh", "all"],
+    ap.add_argument("--level", default="issue", choices=["mild", "issue", "harsh", "all"],
                     help="which severities of lasegtut.degrade.SEVERITIES (default: issue)")
     ap.add_argument("--only", nargs="+", default=None, help="these named severities only")
+    ap.add_argument("--cases", nargs="+", default=list(VALIDATION_CASES), choices=list(VALIDATION_CASES),
+                    help="bundled cases to degrade (default: all three)")
+    ap.add_argument("--no-clean", action="store_true", help="skip the clean scans")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random degradations (noise)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda / auto")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -57,10 +60,11 @@ def main() -> int:
           f"seed {args.seed}")
     rows = []
     print(f"{'case':8s} {'degradation':14s} {'Dice':>6s} {'V pred mL':>10s} {'V label mL':>10s} {'V err %':>8s} {'s':>5s}")
-    for case_id in VALIDATION_CASES:
+    runs = names if args.no_clean else ["clean"] + names
+    for case_id in args.cases:
         case = load_case(BUNDLED_SAMPLE, case_id)
         label_ml = volume_ml(case.label, case.spacing)
-        for name in ["clean"] + names:
+        for name in runs:
             image = case.image if name == "clean" else degrade(case.image, case.spacing, name, seed=args.seed,
                                                                label=case.label)
             t0 = time.perf_counter()
@@ -73,9 +77,9 @@ def main() -> int:
             print(f"{case_id:8s} {name:14s} {r['dice']:6.3f} {ml:10.1f} {label_ml:10.1f} "
                   f"{r['volume_error_pct']:+8.1f} {sec:5.1f}", flush=True)
     print()
-    cases = list(VALIDATION_CASES)
+    cases = list(args.cases)
     print(f"{'degradation':14s} " + " ".join(f"{c:>7s}" for c in cases) + f" {'min':>6s} {'mean|Verr|%':>11s}  >= {THRESHOLD}")
-    for name in ["clean"] + names:
+    for name in runs:
         ds = [next(r["dice"] for r in rows if r["case"] == c and r["degradation"] == name) for c in cases]
         ve = [abs(next(r["volume_error_pct"] for r in rows if r["case"] == c and r["degradation"] == name)) for c in cases]
         ok = "ok" if min(ds) >= THRESHOLD else "FAIL"

@@ -156,7 +156,8 @@ def cut_fov(volume: np.ndarray, fraction: float, *, axis: int = 1) -> np.ndarray
 @dataclass(frozen=True)
 class Severity:
     """One named degraded copy: ``kind`` (a function of this module), its parameters, and its
-    ``level``: ``"issue"`` (a robust model must keep Dice >= 0.80 there) or ``"harsh"`` (beyond)."""
+    ``level``: ``"issue"`` (a robust model must keep Dice >= 0.80 there), ``"mild"`` (below the
+    issue's, a step on the way for the uncertainty work) or ``"harsh"`` (beyond)."""
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -166,9 +167,9 @@ class Severity:
 #: Named degradations. Issue level (issue 24: the shipped model was seen to fail on the first two):
 #: Rician noise at SNR 4, a gamma change (0.5 and 2, both directions), Gaussian blur of 1.5 mm
 #: (about one voxel), 4x coarser sampling through the slices, a ghost at 30% strength. Harsh level:
-#: the same further, and a cut field of view, for the uncertainty work.
+#: the same further, and a cut field of view, for the uncertainty work; mild: noise at SNR 8.
 SEVERITIES: dict[str, Severity] = {
-    "noise_snr8": Severity("rician_noise", {"snr": 8.0}, "issue"),
+    "noise_snr8": Severity("rician_noise", {"snr": 8.0}, "mild"),
     "noise_snr4": Severity("rician_noise", {"snr": 4.0}, "issue"),
     "blur_1.5mm": Severity("gaussian_blur", {"sigma_mm": 1.5}, "issue"),
     "gamma_0.5": Severity("gamma", {"g": 0.5}, "issue"),

@@ -113,4 +113,4 @@ def test_issue_levels_present():
     kinds = {SEVERITIES[n].kind for n in issue}
     assert kinds == {"rician_noise", "gaussian_blur", "gamma", "low_through_plane", "ghosting"}
     assert SEVERITIES["noise_snr4"].params == {"snr": 4.0} and SEVERITIES["thick_4x"].params == {"factor": 4}
-    assert {s.level for s in SEVERITIES.values()} == {"issue", "harsh"}
+    assert {s.level for s in SEVERITIES.values()} == {"mild", "issue", "harsh"}
