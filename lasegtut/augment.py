@@ -38,7 +38,11 @@ if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
+#: The fields :meth:`AugmentConfig.__repr__` always prints (the seed's pipeline and the gamma).
+_ALWAYS_SHOWN = ("scale", "rotate", "elastic_alpha", "elastic_sigma", "elastic", "gamma")
+
+
+@dataclass(frozen=True, repr=False)
 class AugmentConfig:
     """Parameters of the pipeline (angles in degrees, scale as a factor, elastic in pixels).
 
@@ -84,6 +88,18 @@ class AugmentConfig:
     brightness_p: float = 0.15
     contrast: tuple[float, float] | None = None
     contrast_p: float = 0.15
+
+    def __repr__(self) -> str:
+        """The seed's fields and gamma always, the other steps' fields only where they differ from
+        their defaults (so the seed's pipeline prints as it always has, e.g. in notebook 04)."""
+        from dataclasses import fields
+
+        shown = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _ALWAYS_SHOWN or v != f.default:
+                shown.append(f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def for_size(cls, size: int, **changes) -> "AugmentConfig":

@@ -215,6 +215,10 @@ def test_recipe_pipeline_order_and_the_previous_recipe():
     assert r.gamma[0] <= 0.5 and r.gamma[1] >= 2 and r.gamma_split
     assert r.noise[1] >= 0.16 and r.lowres[0] <= 4 <= r.lowres[1] and r.blur[1] >= 1.2
     assert PREVIOUS_AUGMENTATION == AugmentConfig(gamma=(0.7, 1.5))
+    # the seed's config prints as before (notebook 04 checks that output); the new steps show when set
+    assert repr(AugmentConfig()) == ("AugmentConfig(scale=(0.85, 1.15), rotate=(-45.0, 45.0), elastic_alpha=(0.0, 40.0), "
+                                     "elastic_sigma=(4.0, 8.0), elastic=True, gamma=None)")
+    assert "noise=(0.0, 0.2)" in repr(r) and "lowres=(2, 5)" in repr(r)
 
 
 def _flat(value=0.5, shape=(3, 64, 64)):
