@@ -7,8 +7,9 @@ Builds degraded copies of the three bundled validation cases (la_009, la_014, la
 :func:`lasegtut.degrade.degrade` from the named severities of :data:`lasegtut.degrade.SEVERITIES`
 (default: the ``issue`` level, the ones a robust model must survive; noise SNR is relative to the
 mean intensity inside the atrium label, see :mod:`lasegtut.degrade`), segments each with
-:func:`lasegtut.inference.predict_volume` and scores it with :mod:`lasegtut.metrics` (Dice) and
-:mod:`lasegtut.volume` (predicted vs label volume, error in %). The clean scans come first.
+:func:`lasegtut.inference.predict_volume` and scores it with :func:`lasegtut.metrics.score_masks` (Dice,
+HD95, volumes: the scoring of ``benchmarks/quality.py``, so the clean rows are its figures) and
+:func:`lasegtut.volume.volume_error_pct`. The clean scans come first.
 
 The last table has one row per degradation, one Dice column per case, and ``ok`` when every case
 keeps Dice >= 0.80 (issue 24's criterion, per case, not on average).
@@ -26,7 +27,7 @@ from lasegtut.data import BUNDLED_SAMPLE, VALIDATION_CASES, load_case
 from lasegtut.degrade import SEVERITIES, degrade
 from lasegtut.errors import LasegError
 from lasegtut.inference import load_models, predict_volume
-from lasegtut.metrics import dice
+from lasegtut.metrics import score_masks
 from lasegtut.volume import volume_error_pct, volume_ml
 
 #: Dice every case must keep on every issue-level degradation (issue 24).
@@ -59,7 +60,8 @@ def main() -> int:
     print(f"model: {' + '.join(args.weights) if args.weights else 'shipped'}; degradations: {', '.join(names)}; "
           f"seed {args.seed}")
     rows = []
-    print(f"{'case':8s} {'degradation':14s} {'Dice':>6s} {'V pred mL':>10s} {'V label mL':>10s} {'V err %':>8s} {'s':>5s}")
+    print(f"{'case':8s} {'degradation':14s} {'Dice':>6s} {'HD95 mm':>8s} {'V pred mL':>10s} {'V label mL':>10s} "
+          f"{'V err %':>8s} {'s':>6s}")
     runs = names if args.no_clean else ["clean"] + names
     for case_id in args.cases:
         case = load_case(BUNDLED_SAMPLE, case_id)
@@ -70,12 +72,12 @@ def main() -> int:
             t0 = time.perf_counter()
             pred = predict_volume(image, members, spacing=case.spacing, device=args.device)
             sec = time.perf_counter() - t0
-            ml = volume_ml(pred, case.spacing)
-            r = {"case": case_id, "degradation": name, "dice": dice(pred, case.label), "volume_pred_ml": ml,
-                 "volume_label_ml": label_ml, "volume_error_pct": volume_error_pct(ml, label_ml), "seconds": sec}
+            r = {"case": case_id, "degradation": name, **score_masks(pred, case.label, case.spacing), "seconds": sec}
+            ml = r["volume_pred_ml"]
+            r["volume_error_pct"] = volume_error_pct(ml, label_ml)
             rows.append(r)
-            print(f"{case_id:8s} {name:14s} {r['dice']:6.3f} {ml:10.1f} {label_ml:10.1f} "
-                  f"{r['volume_error_pct']:+8.1f} {sec:5.1f}", flush=True)
+            print(f"{case_id:8s} {name:14s} {r['dice']:6.3f} {r['hd95_mm']:8.2f} {ml:10.1f} {label_ml:10.1f} "
+                  f"{r['volume_error_pct']:+8.1f} {sec:6.1f}", flush=True)
     print()
     cases = list(args.cases)
     print(f"{'degradation':14s} " + " ".join(f"{c:>7s}" for c in cases) + f" {'min':>6s} {'mean|Verr|%':>11s}  >= {THRESHOLD}")
