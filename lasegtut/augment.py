@@ -10,6 +10,12 @@ Optionally (``gamma``), a random gamma curve ``image ** g`` changes the contrast
 and tissue a little, as another scanner or another contrast timing would; the seed course had
 no intensity augmentation, and its geometric steps cannot teach that invariance.
 
+Optionally too, what other scanners and protocols do to an image (issue 24; the degraded copies
+of :mod:`lasegtut.degrade` measure it): coarser sampling across the slices (``lowres``), blur
+(``blur``), Rician noise (``noise``), and brightness and contrast changes (``brightness``,
+``contrast``), each applied to a slice with its own probability, as nnU-Net does.
+:data:`RECIPE_AUGMENTATION` holds the ranges the ``cpu`` and ``gpu`` profiles train with, and why.
+
 imgaug 0.4.0 needs a one-line shim on NumPy 2: see :mod:`lasegtut.imgaug_compat`.
 
 Two implementations of one :class:`AugmentConfig`:
@@ -32,7 +38,11 @@ if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
+#: The fields :meth:`AugmentConfig.__repr__` always prints (the seed's pipeline and the gamma).
+_ALWAYS_SHOWN = ("scale", "rotate", "elastic_alpha", "elastic_sigma", "elastic", "gamma")
+
+
+@dataclass(frozen=True, repr=False)
 class AugmentConfig:
     """Parameters of the pipeline (angles in degrees, scale as a factor, elastic in pixels).
 
@@ -41,6 +51,23 @@ class AugmentConfig:
     slices: at 128 x 128 halve both elastic ranges for the same warp relative to the anatomy.
     ``gamma``: range of the random exponent applied to the image (in [0, 1]) after the
     geometric steps, e.g. ``(0.7, 1.5)``; None (the seed's) for no intensity change.
+    ``gamma_split``: draw the exponent below 1 (uniformly in ``[gamma[0], 1]``) or above 1
+    (``[1, gamma[1]]``) with equal chance, batchgenerators' rule, so that a wide range such as
+    ``(0.4, 2.5)`` brightens as often as it darkens; False: uniformly in ``gamma``.
+
+    The steps below are off by default (None), the seed's pipeline; each range is drawn uniformly,
+    per slice, and the step is applied with its probability ``*_p``; all channels of a 2.5D stack get
+    the same draw (they are neighbouring slices of one scan):
+
+    ``lowres``: coarser sampling along the slice's first axis (rows; for slices across axis 0 of
+    the scan, as the ``cpu`` profile's, the scan's z axis, across the files' own slices): an integer
+    factor ``k`` drawn in ``lowres``, every ``k``-th row kept, the others interpolated linearly
+    (:func:`lasegtut.degrade.low_through_plane`); done first, before the geometric steps warp it.
+    ``blur``: Gaussian blur, sigma in pixels. ``noise``: Rician noise, sigma as a fraction of the
+    [0, 1] range of the normalised image; the noisy image is then divided by
+    ``1 + noise_rescale * sigma``, as min-max normalising a noisy scan divides it by its grown
+    maximum. ``brightness``: a multiplier. ``contrast``: a factor about the slice's mean, the
+    slice's range kept (``clip`` to its old min and max, as batchgenerators' ``preserve_range``).
     """
 
     scale: tuple[float, float] = (0.85, 1.15)
@@ -49,6 +76,30 @@ class AugmentConfig:
     elastic_sigma: tuple[float, float] = (4.0, 8.0)
     elastic: bool = True
     gamma: tuple[float, float] | None = None
+    gamma_split: bool = False
+    lowres: tuple[int, int] | None = None
+    lowres_p: float = 0.25
+    blur: tuple[float, float] | None = None
+    blur_p: float = 0.2
+    noise: tuple[float, float] | None = None
+    noise_p: float = 0.3
+    noise_rescale: float = 2.5
+    brightness: tuple[float, float] | None = None
+    brightness_p: float = 0.15
+    contrast: tuple[float, float] | None = None
+    contrast_p: float = 0.15
+
+    def __repr__(self) -> str:
+        """The seed's fields and gamma always, the other steps' fields only where they differ from
+        their defaults (so the seed's pipeline prints as it always has, e.g. in notebook 04)."""
+        from dataclasses import fields
+
+        shown = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _ALWAYS_SHOWN or v != f.default:
+                shown.append(f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def for_size(cls, size: int, **changes) -> "AugmentConfig":
@@ -59,24 +110,143 @@ class AugmentConfig:
                    elastic_sigma=(base.elastic_sigma[0] * f, base.elastic_sigma[1] * f), **changes)
 
 
-#: The augmentation of the shipped model's recipe (the ``cpu`` and ``gpu`` profiles): the seed's
-#: zoom, rotation and elastic warp, then a random gamma drawn in [0.7, 1.5] for every slice. Here,
+#: The augmentation the shipped model ``la_unet_cpu.pt`` was trained with (before issue 24): the
+#: seed's zoom, rotation and elastic warp, then a random gamma drawn in [0.7, 1.5] for every slice.
+PREVIOUS_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
+
+#: The augmentation of the ``cpu`` and ``gpu`` profiles (issue 24: robust to other scanners). Here,
 #: not in :mod:`lasegtut.training`, so that reading it imports neither torch nor Lightning.
-RECIPE_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
+#: nnU-Net v2's defaults (``nnUNetTrainer.get_training_transforms``) are the reference: noise
+#: variance 0-0.1 of a z-scored image (p 0.1), blur sigma 0.5-1 px (p 0.2), brightness x0.75-1.25
+#: (p 0.15), contrast 0.75-1.25 (p 0.15), low resolution down to 1/2 (p 0.25), gamma 0.7-1.5
+#: (p 0.3, mean and spread kept). Where a degradation of :data:`lasegtut.degrade.SEVERITIES` at the
+#: issue level lies beyond them, the range is widened to cover it with a margin:
+#:
+#: - gamma: the issue's changes are 0.5 and 2; a scan's gamma change stays exactly ``x ** g``
+#:   after min-max normalisation (intensities start at 0), so the range is (0.4, 2.5), split at 1
+#:   (batchgenerators' rule), on every slice as the previous recipe did;
+#: - noise: at SNR 4 (:mod:`lasegtut.degrade`: relative to the mean atrium intensity, 0.56-0.62
+#:   of the normalised range in five training scans) sigma is 0.14-0.16 of the [0, 1] range, far
+#:   beyond nnU-Net's (a variance of 0.1 of a z-scored image): sigma 0-0.2 (down to SNR about 3),
+#:   p 0.3, Rician as the scanner's, then divided by ``1 + 2.5 sigma``: in those five scans the
+#:   window's maximum grew by 2.0-3.2 sigma at SNR 4, and min-max normalisation divides by it;
+#: - low resolution: the issue's is 4x across the slices: factors 2-5 along the slices' z rows, p 0.25;
+#: - blur: 1.5 mm is 1.2 px: sigma 0.5-1.5 px, p 0.2;
+#: - brightness and contrast: nnU-Net's (0.75-1.25, p 0.15 each): min-max normalisation already
+#:   removes a global scale, these add local variety.
+RECIPE_AUGMENTATION = AugmentConfig(gamma=(0.4, 2.5), gamma_split=True, lowres=(2, 5), lowres_p=0.25,
+                                    blur=(0.5, 1.5), blur_p=0.2, noise=(0.0, 0.2), noise_p=0.3,
+                                    noise_rescale=2.5, brightness=(0.75, 1.25), brightness_p=0.15,
+                                    contrast=(0.75, 1.25), contrast_p=0.15)
 
 
 def build_pipeline(config: AugmentConfig | None = None):
     """The imgaug pipeline (an ``iaa.Sequential``) for ``config`` (default: the seed course's):
-    ``Affine``, then ``ElasticTransformation`` (if ``elastic``), then ``RandomGamma`` (if ``gamma``)."""
+    ``LowResolution`` (if ``lowres``), ``Affine``, then ``ElasticTransformation`` (if ``elastic``),
+    then ``RandomGamma`` (if ``gamma``), ``Blur``, ``RicianNoise``, ``Brightness``, ``Contrast``
+    (each if its range is set)."""
     from .imgaug_compat import iaa
 
     c = config or AugmentConfig()
-    steps = [iaa.Affine(scale=c.scale, rotate=c.rotate)]
+    steps = []
+    if c.lowres is not None:
+        steps.append(_intensity_step("LowResolution", _lowres, c.lowres, c.lowres_p))
+    steps.append(iaa.Affine(scale=c.scale, rotate=c.rotate))
     if c.elastic:
         steps.append(iaa.ElasticTransformation(alpha=c.elastic_alpha, sigma=c.elastic_sigma))
     if c.gamma is not None:
-        steps.append(_random_gamma_class()(c.gamma))
+        if c.gamma_split:
+            steps.append(_intensity_step("RandomGamma", _gamma, c.gamma, 1.0))
+        else:
+            steps.append(_random_gamma_class()(c.gamma))
+    if c.blur is not None:
+        steps.append(_intensity_step("Blur", _blur, c.blur, c.blur_p))
+    if c.noise is not None:
+        steps.append(_intensity_step("RicianNoise", _rician(c.noise_rescale), c.noise, c.noise_p))
+    if c.brightness is not None:
+        steps.append(_intensity_step("Brightness", _brightness, c.brightness, c.brightness_p))
+    if c.contrast is not None:
+        steps.append(_intensity_step("Contrast", _contrast, c.contrast, c.contrast_p))
     return iaa.Sequential(steps)
+
+
+# The intensity steps on one (H, W, C) float32 image: ``(image, value drawn in the range, rng)``.
+def _lowres(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+    from .degrade import low_through_plane
+
+    k = int(np.clip(round(value), 1, image.shape[0]))
+    return low_through_plane(image if image.ndim == 3 else image[..., None], k, axis=0).reshape(image.shape)
+
+
+def _gamma(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(image, 0.0, 1.0) ** np.float32(value)
+
+
+def _blur(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+    from scipy import ndimage
+
+    sigma = (value, value, 0) if image.ndim == 3 else (value, value)
+    return ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
+
+
+class _rician:
+    """Rician noise of sigma ``value``, then the image divided by ``1 + rescale * value``."""
+
+    def __init__(self, rescale: float) -> None:
+        self.rescale = float(rescale)
+
+    def __call__(self, image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+        n1 = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(value)
+        n2 = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(value)
+        return np.sqrt((np.maximum(image, 0) + n1) ** 2 + n2 ** 2) / np.float32(1 + self.rescale * value)
+
+
+def _brightness(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+    return image * np.float32(value)
+
+
+def _contrast(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+    lo, hi, mean = image.min(), image.max(), image.mean()
+    return np.clip((image - mean) * np.float32(value) + mean, lo, hi)
+
+
+def _draw(rng: np.random.Generator, lo: float, hi: float, split: bool) -> float:
+    """Uniform in [lo, hi]; with ``split``: in [lo, 1] or [1, hi] with equal chance."""
+    if split and lo < 1 < hi:
+        return float(rng.uniform(lo, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, hi))
+    return float(rng.uniform(lo, hi))
+
+
+_STEP_CLASS = None
+
+
+def _intensity_step(name: str, fn, value_range: tuple[float, float], p: float):
+    """An imgaug augmenter that applies ``fn(image, value, rng)`` to each image with probability ``p``,
+    ``value`` drawn in ``value_range`` (split at 1 for the gamma step) from the step's own random
+    state (seeded with the pipeline); segmentation maps pass unchanged."""
+    global _STEP_CLASS
+    if _STEP_CLASS is None:
+        from .imgaug_compat import iaa
+
+        class IntensityStep(iaa.meta.Augmenter):  # type: ignore[name-defined, misc]
+            def __init__(self, fn, value_range, p, split=False, seed=None, name=None) -> None:
+                super().__init__(seed=seed, name=name)
+                self.fn, self.value_range, self.p, self.split = fn, tuple(value_range), float(p), split
+
+            def _augment_batch_(self, batch, random_state, parents, hooks):
+                if batch.images is not None:
+                    for i in range(len(batch.images)):
+                        rng = np.random.default_rng(random_state.generate_seed_())
+                        if rng.random() < self.p:
+                            v = _draw(rng, *self.value_range, self.split)
+                            batch.images[i] = np.asarray(self.fn(batch.images[i], v, rng), dtype=np.float32)
+                return batch
+
+            def get_parameters(self) -> list:
+                return [self.value_range, self.p]
+
+        _STEP_CLASS = IntensityStep
+    return _STEP_CLASS(fn, value_range, p, split=fn is _gamma, name=name)
 
 
 _RANDOM_GAMMA = None
@@ -155,29 +325,60 @@ def _smooth_noise(shape: tuple[int, int, int], sigma: "torch.Tensor", device, ge
     import torch
     import torch.nn.functional as F
 
-    n, h, w = shape
     noise = torch.rand(shape, device=device, generator=generator) * 2 - 1
+    return _gaussian_smooth(noise, sigma, "constant")
+
+
+def _gaussian_smooth(x: "torch.Tensor", sigma: "torch.Tensor", mode: str) -> "torch.Tensor":
+    """Each of the n fields of ``x`` (n, H, W) smoothed with a Gaussian of its own ``sigma``
+    (pixels, shape (n,); a sigma near 0 leaves a field as it is), radius 3 sigma, the image
+    extended by ``mode`` (``"constant"``: zeros; ``"replicate"``: the edge, scipy's "nearest")."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
     radius = int(torch.ceil(3 * sigma.max()).item()) if n else 0
     if radius == 0:
-        return noise
-    t = torch.arange(-radius, radius + 1, device=device, dtype=noise.dtype)
+        return x
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-0.5 * (t[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
     k = k / k.sum(1, keepdim=True)  # (n, K)
-    x = noise[None]  # (1, n, H, W): one group per field
-    x = F.conv2d(x, k[:, None, None, :], padding=(0, radius), groups=n)
-    x = F.conv2d(x, k[:, None, :, None], padding=(radius, 0), groups=n)
-    return x[0]
+    y = x[None]  # (1, n, H, W): one group per field
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode=mode), k[:, None, None, :], groups=n)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode=mode), k[:, None, :, None], groups=n)
+    return y[0]
+
+
+def _lowres_rows(x: "torch.Tensor", k: "torch.Tensor") -> "torch.Tensor":
+    """Per sample of ``x`` (B, C, H, W): every ``k``-th row kept (``k`` (B,) whole numbers >= 1), the
+    others interpolated linearly, as :func:`lasegtut.degrade.low_through_plane` along axis 0."""
+    import torch
+
+    b, c, h, w = x.shape
+    kf = k.to(x.dtype)[:, None]
+    last = ((h - 1) // k)[:, None].to(x.dtype)  # index of the last kept row among the kept ones
+    pos = torch.minimum(torch.arange(h, device=x.device, dtype=x.dtype)[None] / kf, last)
+    lo = torch.floor(pos)
+    hi = torch.minimum(lo + 1, last)
+    wt = (pos - lo)[:, None, :, None]
+
+    def rows(i: "torch.Tensor") -> "torch.Tensor":
+        idx = (i * kf).long()[:, None, :, None].expand(b, c, h, w)
+        return x.gather(2, idx)
+
+    return rows(lo) * (1 - wt) + rows(hi) * wt
 
 
 def augment_batch(image: "torch.Tensor", mask: "torch.Tensor", config: AugmentConfig | None = None,
                   generator: "torch.Generator | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Augment a batch on its own device (CPU or GPU) with the random steps of ``config``.
 
-    Per sample, as :class:`Augmenter` does with imgaug: a zoom by ``scale`` and a rotation by
-    ``rotate`` degrees about the slice centre, then an elastic warp (uniform noise in [-1, 1]
-    smoothed by a Gaussian of ``elastic_sigma`` pixels, times ``elastic_alpha`` pixels: imgaug's
-    definition), then the optional gamma. One warp moves all channels of a sample (a 2.5D stack)
-    and its mask together; pixels warped in from outside the slice are 0.
+    Per sample, as :class:`Augmenter` does with imgaug: the optional coarser rows (``lowres``),
+    a zoom by ``scale`` and a rotation by ``rotate`` degrees about the slice centre, then an
+    elastic warp (uniform noise in [-1, 1] smoothed by a Gaussian of ``elastic_sigma`` pixels,
+    times ``elastic_alpha`` pixels: imgaug's definition), then the optional gamma, blur, Rician
+    noise, brightness and contrast (see :class:`AugmentConfig`). One warp moves all channels of a
+    sample (a 2.5D stack) and its mask together; pixels warped in from outside the slice are 0.
 
     Args:
         image: float ``(B, C, H, W)`` in [0, 1].
@@ -197,8 +398,15 @@ def augment_batch(image: "torch.Tensor", mask: "torch.Tensor", config: AugmentCo
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(b, device=dev, generator=generator) * (hi - lo) + lo
 
+    def chance(p: float) -> torch.Tensor:
+        return torch.rand(b, device=dev, generator=generator) < p
+
     scale = uniform(*c.scale)
     theta = torch.deg2rad(uniform(*c.rotate))
+    image = image.float()
+    if c.lowres is not None:
+        k = torch.round(uniform(*c.lowres)).clamp(1, h).long()
+        image = _lowres_rows(image, torch.where(chance(c.lowres_p), k, torch.ones_like(k)))
     # output pixel p (relative to the centre, in pixels) samples the input at R(theta) p / scale
     ys = torch.arange(h, device=dev, dtype=torch.float32) - (h - 1) / 2
     xs = torch.arange(w, device=dev, dtype=torch.float32) - (w - 1) / 2
@@ -214,6 +422,28 @@ def augment_batch(image: "torch.Tensor", mask: "torch.Tensor", config: AugmentCo
     out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     warped = F.grid_sample(mask.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if c.gamma is not None:
-        g = uniform(*c.gamma)[:, None, None, None]
-        out = out.clamp(0.0, 1.0) ** g
+        g = uniform(*c.gamma)
+        lo, hi = c.gamma
+        if c.gamma_split and lo < 1 < hi:
+            u = torch.rand(b, device=dev, generator=generator)
+            g = torch.where(chance(0.5), lo + u * (1 - lo), 1 + u * (hi - 1))
+        out = out.clamp(0.0, 1.0) ** g[:, None, None, None]
+    nc = out.shape[1]
+    if c.blur is not None:
+        sig = torch.where(chance(c.blur_p), uniform(*c.blur), torch.zeros(b, device=dev))
+        out = _gaussian_smooth(out.reshape(b * nc, h, w), sig.repeat_interleave(nc), "replicate").reshape(b, nc, h, w)
+    if c.noise is not None:
+        sig = torch.where(chance(c.noise_p), uniform(*c.noise), torch.zeros(b, device=dev))[:, None, None, None]
+        n1 = torch.randn(out.shape, device=dev, generator=generator) * sig
+        n2 = torch.randn(out.shape, device=dev, generator=generator) * sig
+        out = torch.sqrt((out.clamp_min(0) + n1) ** 2 + n2 ** 2) / (1 + c.noise_rescale * sig)
+    if c.brightness is not None:
+        m = torch.where(chance(c.brightness_p), uniform(*c.brightness), torch.ones(b, device=dev))
+        out = out * m[:, None, None, None]
+    if c.contrast is not None:
+        f = torch.where(chance(c.contrast_p), uniform(*c.contrast), torch.ones(b, device=dev))[:, None, None, None]
+        flat = out.reshape(b, -1)
+        mean = flat.mean(1)[:, None, None, None]
+        lo_, hi_ = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
+        out = torch.minimum(torch.maximum((out - mean) * f + mean, lo_), hi_)
     return out, (warped >= 0.5).to(torch.uint8)

@@ -13,8 +13,10 @@ shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
   full resolution (its ``border``, which holds the atrium of every MSD scan with room to spare),
   in slices across array axis 0 (coronal sections of the MSD heart scans, ``slice_axis=0``), given
   as 2.5D input (each slice with ``context`` neighbours per side as extra channels), the seed
-  augmentation plus a random gamma, Dice + BCE, Adam with a cosine schedule; under an hour on a
-  2-core laptop.
+  augmentation plus what other scanners do (:data:`lasegtut.augment.RECIPE_AUGMENTATION`: noise,
+  blur, coarser slices, brightness, contrast, a wide gamma; the shipped ``la_unet_cpu.pt`` was
+  trained before those steps, with :data:`~lasegtut.augment.PREVIOUS_AUGMENTATION`), Dice + BCE,
+  Adam with a cosine schedule; under an hour on a 2-core laptop.
 - ``gpu``: the ``cpu`` recipe's network and input geometry (so its model runs in the same time on
   a laptop), trained as a GPU allows: many more epochs, larger batches, bf16 mixed precision
   (fp16 where the GPU has no bf16) and channels-last, the training slices kept on the GPU and

@@ -197,3 +197,106 @@ def test_augment_batch_elastic_warp_is_as_large_as_imgaugs():
                    for _ in range(20)])
     ours = _smooth_noise((20, 128, 128), torch.full((20,), 6.0), "cpu").abs().mean().item()
     assert abs(ours - ref) / ref < 0.1
+
+
+# ----------------------------------------------------------------- issue 24: what other scanners do
+_STILL = dict(scale=(1.0, 1.0), rotate=(0.0, 0.0), elastic=False)
+
+
+def test_recipe_pipeline_order_and_the_previous_recipe():
+    from lasegtut.augment import PREVIOUS_AUGMENTATION, RECIPE_AUGMENTATION
+
+    names = [a.name if type(a).__name__ == "IntensityStep" else type(a).__name__
+             for a in build_pipeline(RECIPE_AUGMENTATION)]
+    assert names == ["LowResolution", "Affine", "ElasticTransformation", "RandomGamma", "Blur", "RicianNoise",
+                     "Brightness", "Contrast"]
+    # the issue-level degradations lie inside the ranges: gamma 0.5 and 2, SNR 4 (sigma ~0.15), 4x, 1.2 px
+    r = RECIPE_AUGMENTATION
+    assert r.gamma[0] <= 0.5 and r.gamma[1] >= 2 and r.gamma_split
+    assert r.noise[1] >= 0.16 and r.lowres[0] <= 4 <= r.lowres[1] and r.blur[1] >= 1.2
+    assert PREVIOUS_AUGMENTATION == AugmentConfig(gamma=(0.7, 1.5))
+    # the seed's config prints as before (notebook 04 checks that output); the new steps show when set
+    assert repr(AugmentConfig()) == ("AugmentConfig(scale=(0.85, 1.15), rotate=(-45.0, 45.0), elastic_alpha=(0.0, 40.0), "
+                                     "elastic_sigma=(4.0, 8.0), elastic=True, gamma=None)")
+    assert "noise=(0.0, 0.2)" in repr(r) and "lowres=(2, 5)" in repr(r)
+
+
+def _flat(value=0.5, shape=(3, 64, 64)):
+    return np.full(shape, value, dtype=np.float32), np.zeros(shape[-2:], dtype=np.uint8)
+
+
+def test_rician_step_has_its_sigma_and_rescale():
+    img, msk = _flat(0.0)
+    out, m = Augmenter(AugmentConfig(noise=(0.1, 0.1), noise_p=1.0, **_STILL))(img, msk, 0)
+    # on a zero image the magnitude is Rayleigh: mean sigma * sqrt(pi / 2), then / (1 + 2.5 sigma)
+    assert out.mean() == pytest.approx(0.1 * np.sqrt(np.pi / 2) / 1.25, rel=0.03)
+    np.testing.assert_array_equal(m, msk)
+    assert not np.array_equal(out[0], out[1])  # each neighbouring slice gets its own noise
+    never, _ = Augmenter(AugmentConfig(noise=(0.1, 0.1), noise_p=0.0, **_STILL))(img, msk, 0)
+    np.testing.assert_array_equal(never, img)
+
+
+def test_lowres_step_keeps_every_kth_row():
+    rng = np.random.default_rng(0)
+    img = rng.random((2, 40, 30)).astype(np.float32)
+    out, _ = Augmenter(AugmentConfig(lowres=(4, 4), lowres_p=1.0, **_STILL))(img, np.zeros((40, 30), np.uint8), 1)
+    np.testing.assert_allclose(out[:, ::4], img[:, ::4], atol=1e-6)
+    np.testing.assert_allclose(out[:, 2], (img[:, 0] + img[:, 4]) / 2, atol=1e-6)
+
+
+def test_gamma_split_draws_both_sides_and_blur_brightness_contrast():
+    img = np.linspace(0.1, 0.9, 64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    msk = np.zeros((64, 64), np.uint8)
+    aug = Augmenter(AugmentConfig(gamma=(0.4, 2.5), gamma_split=True, **_STILL))
+    means = [aug(img, msk, s)[0].mean() for s in range(20)]
+    assert min(means) < img.mean() - 0.02 and max(means) > img.mean() + 0.02  # darker and brighter
+    b, _ = Augmenter(AugmentConfig(brightness=(1.2, 1.2), brightness_p=1.0, **_STILL))(img, msk, 0)
+    np.testing.assert_allclose(b, img * 1.2, rtol=1e-6)
+    c, _ = Augmenter(AugmentConfig(contrast=(0.5, 0.5), contrast_p=1.0, **_STILL))(img, msk, 0)
+    assert c.std() == pytest.approx(img.std() * 0.5, rel=1e-3) and c.min() >= img.min() and c.max() <= img.max()
+    edge = np.zeros((1, 32, 32), np.float32)
+    edge[:, :, 16:] = 1
+    bl, _ = Augmenter(AugmentConfig(blur=(1.5, 1.5), blur_p=1.0, **_STILL))(edge, np.zeros((32, 32), np.uint8), 0)
+    assert 0.05 < bl[0, 5, 15] < 0.5 and bl.sum() == pytest.approx(edge.sum(), rel=1e-3)
+
+
+def test_recipe_augmentation_keeps_masks_aligned_and_reproducible(pair):
+    from lasegtut.augment import RECIPE_AUGMENTATION
+
+    img, msk = pair
+    aug = Augmenter(RECIPE_AUGMENTATION)
+    for seed in range(4):  # an image made from the mask, warped with it, still lies on it
+        frm, m = aug(msk.astype(np.float32), msk, seed)
+        assert set(np.unique(m)) <= {0, 1}
+        assert ((frm > 0.5 * frm.max()) == (m > 0)).mean() > 0.97
+    a1, m1 = aug(np.stack([img] * 3), msk, 9)
+    a2, m2 = aug(np.stack([img] * 3), msk, 9)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(m1, m2)
+    assert np.isfinite(a1).all()
+
+
+def test_augment_batch_robust_steps():
+    import torch
+
+    from lasegtut.augment import RECIPE_AUGMENTATION, augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    zero = torch.zeros(8, 2, 64, 64)
+    mask = torch.zeros(8, 1, 64, 64, dtype=torch.uint8)
+    noisy, m = augment_batch(zero, mask, AugmentConfig(noise=(0.1, 0.1), noise_p=1.0, **_STILL), generator=g)
+    assert noisy.mean().item() == pytest.approx(0.1 * np.sqrt(np.pi / 2) / 1.25, rel=0.03)
+    assert torch.equal(m, mask)
+    rows = torch.rand(2, 3, 40, 30, generator=g)
+    low, _ = augment_batch(rows, torch.zeros(2, 1, 40, 30), AugmentConfig(lowres=(4, 4), lowres_p=1.0, **_STILL))
+    torch.testing.assert_close(low[:, :, ::4], rows[:, :, ::4], atol=1e-5, rtol=0)
+    torch.testing.assert_close(low[:, :, 2], (rows[:, :, 0] + rows[:, :, 4]) / 2, atol=1e-5, rtol=0)
+    flat = torch.full((4, 1, 16, 16), 0.5)
+    bright, _ = augment_batch(flat, torch.zeros(4, 1, 16, 16),
+                              AugmentConfig(brightness=(1.2, 1.2), brightness_p=1.0, blur=(1.0, 1.0), blur_p=1.0,
+                                            **_STILL))
+    torch.testing.assert_close(bright, torch.full_like(flat, 0.6))  # blur keeps a flat image, edges included
+    image, mask = _batch(b=4, c=2, n=48)
+    out, m = augment_batch(image, mask, RECIPE_AUGMENTATION, generator=g)
+    assert out.shape == image.shape and m.shape == mask.shape and torch.isfinite(out).all()
+    assert set(m.unique().tolist()) <= {0, 1}
