@@ -14,7 +14,8 @@ Optionally too, what other scanners and protocols do to an image (issue 24; the 
 of :mod:`lasegtut.degrade` measure it): coarser sampling across the slices (``lowres``), blur
 (``blur``), Rician noise (``noise``), and brightness and contrast changes (``brightness``,
 ``contrast``), each applied to a slice with its own probability, as nnU-Net does.
-:data:`RECIPE_AUGMENTATION` holds the ranges the ``cpu`` and ``gpu`` profiles train with, and why.
+:data:`RECIPE_AUGMENTATION` is the shipped model's (and the ``cpu`` profile's); :data:`ROBUST_AUGMENTATION`
+holds the ranges of the robust candidate recipe (the ``gpu`` profile's), and why.
 
 imgaug 0.4.0 needs a one-line shim on NumPy 2: see :mod:`lasegtut.imgaug_compat`.
 
@@ -110,12 +111,15 @@ class AugmentConfig:
                    elastic_sigma=(base.elastic_sigma[0] * f, base.elastic_sigma[1] * f), **changes)
 
 
-#: The augmentation the shipped model ``la_unet_cpu.pt`` was trained with (before issue 24): the
-#: seed's zoom, rotation and elastic warp, then a random gamma drawn in [0.7, 1.5] for every slice.
-PREVIOUS_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
+#: The augmentation of the shipped model ``la_unet_cpu.pt`` and of the ``cpu`` profile (its recipe,
+#: which notebooks 03-05 teach): the seed's zoom, rotation and elastic warp, then a random gamma drawn
+#: in [0.7, 1.5] for every slice. Here, not in :mod:`lasegtut.training`, so that reading it imports
+#: neither torch nor Lightning.
+RECIPE_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
 
-#: The augmentation of the ``cpu`` and ``gpu`` profiles (issue 24: robust to other scanners). Here,
-#: not in :mod:`lasegtut.training`, so that reading it imports neither torch nor Lightning.
+#: The candidate recipe robust to other scanners (issue 24), used by the ``gpu`` profile and by
+#: ``lasegtut train --augmentation robust``; no shipped model has been trained with it yet (the
+#: model card gives what a short fine-tune with it measured, not shipped).
 #: nnU-Net v2's defaults (``nnUNetTrainer.get_training_transforms``) are the reference: noise
 #: variance 0-0.1 of a z-scored image (p 0.1), blur sigma 0.5-1 px (p 0.2), brightness x0.75-1.25
 #: (p 0.15), contrast 0.75-1.25 (p 0.15), low resolution down to 1/2 (p 0.25), gamma 0.7-1.5
@@ -134,7 +138,7 @@ PREVIOUS_AUGMENTATION = AugmentConfig(gamma=(0.7, 1.5))
 #: - blur: 1.5 mm is 1.2 px: sigma 0.5-1.5 px, p 0.2;
 #: - brightness and contrast: nnU-Net's (0.75-1.25, p 0.15 each): min-max normalisation already
 #:   removes a global scale, these add local variety.
-RECIPE_AUGMENTATION = AugmentConfig(gamma=(0.4, 2.5), gamma_split=True, lowres=(2, 5), lowres_p=0.25,
+ROBUST_AUGMENTATION = AugmentConfig(gamma=(0.4, 2.5), gamma_split=True, lowres=(2, 5), lowres_p=0.25,
                                     blur=(0.5, 1.5), blur_p=0.2, noise=(0.0, 0.2), noise_p=0.3,
                                     noise_rescale=2.5, brightness=(0.75, 1.25), brightness_p=0.15,
                                     contrast=(0.75, 1.25), contrast_p=0.15)

@@ -64,6 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["devices"] = args.devices
     if args.strategy is not None:
         overrides["strategy"] = args.strategy
+    if args.augmentation is not None:
+        from .augment import RECIPE_AUGMENTATION, ROBUST_AUGMENTATION
+
+        overrides["augment_config"] = {"shipped": RECIPE_AUGMENTATION, "robust": ROBUST_AUGMENTATION}[args.augmentation]
     result = train(data=args.data, profile=args.profile, out=args.out, max_epochs=args.epochs,
                    resume=not args.no_resume, init=args.init, pack=args.pack,
                    max_minutes=args.max_minutes, progress=not args.quiet,
@@ -356,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train the U-Net (profiles: ci, cpu, gpu)")
     sp.add_argument("--data", help=data_help)
     sp.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"], help="training recipe (default: cpu)")
+    sp.add_argument("--augmentation", choices=["shipped", "robust"], default=None,
+                    help="override the profile's augmentation: the shipped model's (cpu's default) or the candidate "
+                         "robust to other scanners' noise, blur, contrast and gamma (gpu's default)")
     sp.add_argument("--out", default="runs", help="output folder for checkpoints and logs (default: ./runs)")
     sp.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
     sp.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a last checkpoint")

@@ -13,11 +13,11 @@ shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
   full resolution (its ``border``, which holds the atrium of every MSD scan with room to spare),
   in slices across array axis 0 (coronal sections of the MSD heart scans, ``slice_axis=0``), given
   as 2.5D input (each slice with ``context`` neighbours per side as extra channels), the seed
-  augmentation plus what other scanners do (:data:`lasegtut.augment.RECIPE_AUGMENTATION`: noise,
-  blur, coarser slices, brightness, contrast, a wide gamma; the shipped ``la_unet_cpu.pt`` was
-  trained before those steps, with :data:`~lasegtut.augment.PREVIOUS_AUGMENTATION`), Dice + BCE,
+  augmentation with a random gamma (:data:`lasegtut.augment.RECIPE_AUGMENTATION`), Dice + BCE,
   Adam with a cosine schedule; under an hour on a 2-core laptop.
-- ``gpu``: the ``cpu`` recipe's network and input geometry (so its model runs in the same time on
+- ``gpu``: the ``cpu`` recipe's network and input geometry, with the candidate augmentation robust to
+  other scanners (:data:`lasegtut.augment.ROBUST_AUGMENTATION`: noise, blur, coarser slices, brightness,
+  contrast, a wide gamma; issue 24, for the next GPU run) (so its model runs in the same time on
   a laptop), trained as a GPU allows: many more epochs, larger batches, bf16 mixed precision
   (fp16 where the GPU has no bf16) and channels-last, the training slices kept on the GPU and
   augmented there (:class:`lasegtut.dataset.DeviceSlices`, :func:`lasegtut.augment.augment_batch`),
@@ -50,7 +50,7 @@ import pytorch_lightning as pl
 import torch
 
 from . import __version__
-from .augment import RECIPE_AUGMENTATION, AugmentConfig
+from .augment import RECIPE_AUGMENTATION, ROBUST_AUGMENTATION, AugmentConfig
 from .data import MSD_SIZE, VALIDATION_CASES, list_cases, resolve_data_dir
 from .dataset import LADataModule
 from .errors import LasegError
@@ -151,7 +151,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile("gpu", widths=(16, 32, 64, 128, 256), size=160, border=80, batch_size=64, epochs=400,
                    lr=2e-3, empty_fraction=0.3, num_workers=0, precision="bf16-mixed",
                    accelerator="gpu", devices="auto", strategy="auto", context=2, context_stride=2,
-                   augment_config=RECIPE_AUGMENTATION, slice_axis=0, on_device=True,
+                   augment_config=ROBUST_AUGMENTATION, slice_axis=0, on_device=True,
                    channels_last=True, select="last", val_every=10, log_every_n_steps=20),
 }
 
