@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 #: The fields :meth:`AugmentConfig.__repr__` always prints (the seed's pipeline and the gamma).
-_ALWAYS_SHOWN = ("scale", "rotate", "elastic_alpha", "elastic_sigma", "elastic", "gamma")
+ALWAYS_SHOWN = ("scale", "rotate", "elastic_alpha", "elastic_sigma", "elastic", "gamma")
 
 
 @dataclass(frozen=True, repr=False)
@@ -98,7 +98,7 @@ class AugmentConfig:
         shown = []
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in _ALWAYS_SHOWN or v != f.default:
+            if f.name in ALWAYS_SHOWN or v != f.default:
                 shown.append(f"{f.name}={v!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .augment import RECIPE_AUGMENTATION, AugmentConfig
+from .augment import ALWAYS_SHOWN, RECIPE_AUGMENTATION, AugmentConfig
 from .errors import LasegError
 from .geometry import Geometry
 from .orientation import MSD_HEART_AXCODES, axis_direction, plane_name
@@ -79,9 +79,11 @@ def shipped_recipe(path: str | os.PathLike | None = None) -> Recipe:
 
 
 def augmentation_lines(config: AugmentConfig = RECIPE_AUGMENTATION) -> list[str]:
-    """Every field of an :class:`AugmentConfig`, one ``name: value`` line each (angles in degrees,
-    zoom as a factor, elastic in pixels), so that a field added to the recipe shows up too."""
-    return [f"{f.name}: {getattr(config, f.name)}" for f in fields(config)]
+    """The steps of an :class:`AugmentConfig`, one ``name: value`` line each (angles in degrees, zoom as
+    a factor, elastic in pixels): the seed's warp and the gamma always, every other field when it is
+    set (not its default), so that a step added to the recipe shows up and an unused one does not."""
+    return [f"{f.name}: {getattr(config, f.name)}" for f in fields(config)
+            if f.name in ALWAYS_SHOWN or getattr(config, f.name) != f.default]
 
 
 def describe(recipe: Recipe | None = None) -> str:

@@ -36,3 +36,33 @@ def test_a_graded_kernel_uses_torch_under_the_default_memory_cap(tmp_path):
 def torch_version() -> str:
     import torch
     return torch.__version__
+
+
+def test_notebook_06_grades_right_under_the_default_limits(tmp_path):
+    """06 is the notebook the CUDA build broke under the old cap (la_009 refused as 'too large for this machine's
+    memory', so a correct answer was graded error and a blank copy error, not missing). Solved: correct; blank:
+    missing; and no lesson cell failed. With the default memory cap (RunLimits' 4 GiB)."""
+    import csv
+
+    from conftest import NOTEBOOKS
+    from lasegtut.classroom.assignments import build_student_notebooks
+    from lasegtut.classroom.exercises import load_teacher_notebooks
+    from lasegtut.classroom.grading import grade_class
+
+    name = "06_evaluation.ipynb"
+    copies = tmp_path / "copies"
+    build_student_notebooks(NOTEBOOKS, copies)
+    subs = tmp_path / "subs"
+    for student, src in (("solved", NOTEBOOKS / name), ("blank", copies / name)):
+        (subs / student).mkdir(parents=True)
+        (subs / student / name).write_bytes(src.read_bytes())
+    limits = RunLimits(cell_timeout=600, total_timeout=1200)
+    assert limits.memory_bytes == RunLimits().memory_bytes  # the default cap
+    grade_class(subs, tmp_path / "out", source=NOTEBOOKS, notebooks=[name], limits=limits, jobs=2, progress=False)
+    with open(tmp_path / "out" / "grades.csv", newline="") as f:
+        rows = {(r["student"], r["exercise"]): r["status"] for r in csv.DictReader(f)}
+    teacher = next(t for t in load_teacher_notebooks(NOTEBOOKS) if t.name == name)
+    expected = {(s, e.name): status for e in teacher.exercises for s, status in (("solved", "correct"), ("blank", "missing"))}
+    assert rows == expected
+    for student in ("solved", "blank"):
+        assert "## Notes" not in (tmp_path / "out" / "feedback" / f"{student}.md").read_text()

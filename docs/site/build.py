@@ -37,6 +37,7 @@ STUDENT = REPO / "student"
 TEACHER = REPO / "notebooks"
 #: Pages copied as they are: source in the repository -> name in the site.
 PAGES = {"docs/glossary.md": "glossary.md", "docs/teaching.md": "teaching.md",
+         "docs/protocol.md": "protocol.md", "docs/cluster.md": "cluster.md",
          "lasegtut/weights/MODEL_CARD.md": "model-card.md"}
 #: The notebooks link the glossary on GitHub (they are opened on Colab and Binder); the site links its own page.
 GLOSSARY_URL = "https://github.com/lasegtut/lasegtut/blob/main/docs/glossary.md"
