@@ -38,13 +38,16 @@ def perturbed(mask: np.ndarray, erode: int = 2, shift: int = 3) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- MONAI reference
-def monai_distances(pred: np.ndarray, label: np.ndarray, spacing) -> tuple[float, float]:
-    """MONAI's HD95 and symmetric ASSD (mm), given the same spacing."""
+def _monai():
+    """MONAI's metrics module and a function making a (1, 1, ...) float tensor of a mask (skip without them)."""
     torch = pytest.importorskip("torch")
     mm = pytest.importorskip("monai.metrics")
+    return mm, lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
 
-    def t(x):
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+def monai_distances(pred: np.ndarray, label: np.ndarray, spacing) -> tuple[float, float]:
+    """MONAI's HD95 and symmetric ASSD (mm), given the same spacing."""
+    mm, t = _monai()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -249,11 +252,7 @@ def test_two_labels_of_the_same_image_la005_la026(shared_root):
 # ----------------------------------------------------------------------------- NSD (surface Dice)
 def monai_nsd(pred: np.ndarray, label: np.ndarray, spacing, tolerance_mm: float) -> float:
     """MONAI's ``compute_surface_dice`` (voxel surfaces) of one binary pair, in mm."""
-    torch = pytest.importorskip("torch")
-    mm = pytest.importorskip("monai.metrics")
-
-    def t(x):
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    mm, t = _monai()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
