@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        # argparse %-formats a sub-command's help (not its description): a literal % must be doubled there
+        sp = sub.add_parser(name, help=help.replace("%", "%%"), description=help)
         sp.set_defaults(func=fn)
         return sp
 

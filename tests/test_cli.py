@@ -20,6 +20,16 @@ def test_help(cmd, capsys):
     assert "usage: lasegtut " + cmd in capsys.readouterr().out
 
 
+def test_top_level_help_lists_every_command(capsys):
+    """`lasegtut --help` formats every sub-command's one-line help (a bare % in one, '95% bootstrap', made
+    argparse raise ValueError here while each `lasegtut CMD --help` worked)."""
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(cmd in out for cmd in COMMANDS)
+    assert "95% bootstrap" in out
+
+
 def test_python_m_and_version():
     r = subprocess.run([sys.executable, "-m", "lasegtut", "--version"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.startswith("lasegtut ")
