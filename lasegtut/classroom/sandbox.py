@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 # Syscall numbers are the same on every Linux architecture for these (asm-generic, 5.13+).
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
@@ -262,14 +262,7 @@ class MemoryCgroup:
                 self._write("cgroup.kill", "1")
             except OSError:
                 pass
-        deadline = time.monotonic() + timeout
-        while (pids := self.pids()) and time.monotonic() < deadline:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.01)
+        kill_until_gone(self.pids, timeout, pause=0.01)
 
     def remove(self) -> None:
         deadline = time.monotonic() + 2.0
@@ -360,17 +353,23 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def kill_tree(pid: int, timeout: float = 2.0) -> None:
-    """SIGKILL every process below ``pid`` until none is left (or ``timeout`` s), then ``pid``: while
-    it lives (a subreaper), what is orphaned comes back under it and is found by the next pass."""
+
+def kill_until_gone(list_pids: Callable[[], Iterable[int]], timeout: float, pause: float) -> None:
+    """SIGKILL every process ``list_pids()`` names, again every ``pause`` s, until it names none or
+    ``timeout`` s have passed (a process that forks meanwhile is found by the next pass)."""
     deadline = time.monotonic() + timeout
-    while (pids := descendants(pid)) and time.monotonic() < deadline:
+    while (pids := list(list_pids())) and time.monotonic() < deadline:
         for p in pids:
             try:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.005)
+        time.sleep(pause)
+
+def kill_tree(pid: int, timeout: float = 2.0) -> None:
+    """SIGKILL every process below ``pid`` until none is left (or ``timeout`` s), then ``pid``: while
+    it lives (a subreaper), what is orphaned comes back under it and is found by the next pass."""
+    kill_until_gone(lambda: descendants(pid), timeout, pause=0.005)
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
