@@ -64,6 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["devices"] = args.devices
     if args.strategy is not None:
         overrides["strategy"] = args.strategy
+    if args.select is not None:
+        overrides["select"] = args.select
     if args.augmentation is not None:
         from .augment import RECIPE_AUGMENTATION, ROBUST_AUGMENTATION
 
@@ -366,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "robust to other scanners' noise, blur, contrast and gamma (gpu's default)")
     sp.add_argument("--out", default="runs", help="output folder for checkpoints and logs (default: ./runs)")
     sp.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
+    sp.add_argument("--select", choices=["best", "last"], default=None, help="which epoch's weights model.pt "
+                    "holds: the best validation Dice (the cpu profile's) or the last (the gpu profile's; use it for "
+                    "cross-validation figures no choice has seen)")
     sp.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a last checkpoint")
     sp.add_argument("--init", help="start from these weights (e.g. the shipped model) to fine-tune")
     sp.add_argument("--lr", type=float, help="override the profile's learning rate")

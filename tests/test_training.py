@@ -179,7 +179,7 @@ def cv_run(run, tmp_path_factory):
     fixture's cache, so nothing is preprocessed again; a few batches)."""
     out = tmp_path_factory.mktemp("cv") / "fold1"
     result = train(SAMPLE, "ci", out, cache=run[0] / "cache", progress=False, max_epochs=1,
-                   limit_train_batches=2, limit_val_batches=1, folds=3, fold=1)
+                   limit_train_batches=2, limit_val_batches=1, folds=3, fold=1, select="last")
     return out, result
 
 
@@ -190,7 +190,8 @@ def test_cross_validation_fold_trains_on_the_other_folds(cv_run):
     assert split["val"] == split["fold_cases"][1] == result.val_cases and len(result.val_cases) == 1
     assert sorted(c for f in split["fold_cases"] for c in f) == ["la_009", "la_014", "la_020"]
     assert sorted(result.train_cases + result.val_cases) == ["la_009", "la_014", "la_020"]
-    assert torch.load(result.weights, weights_only=True)["meta"]["cv_fold"] == "1 of 3"
+    meta = torch.load(result.weights, weights_only=True)["meta"]
+    assert meta["cv_fold"] == "1 of 3" and meta["selected"] == "last"  # `train --select last`: no epoch chosen on the fold
     assert f"fold 1: {result.val_cases[0]}  <- validation" in result.describe()
 
 
