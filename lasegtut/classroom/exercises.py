@@ -8,7 +8,10 @@ The teacher (solution) notebooks carry nbgrader's cell metadata (``metadata.nbgr
   with a ``grade_id`` and ``points``.
 
 Each check cell is one exercise, named by its ``grade_id``; its answer cells are the answer cells
-since the previous check cell. :func:`assemble` builds the list of code cells to execute for one
+since the previous check cell. A markdown cell marked ``grade: true, solution: true`` (nbgrader's
+*manually graded answer*, with its ``points``) is a **written answer**: the teacher grades it by hand,
+and :func:`written_status` says, from the submitted notebook file alone (never from the student's
+kernel), whether the student wrote one (``answered``) or left the question as handed out (``missing``). :func:`assemble` builds the list of code cells to execute for one
 submission: the submission's own cells in the **teacher's order**, except that every locked cell
 is the teacher's own source and every check cell is :data:`CHECK_PLACEHOLDER`: the teacher's check
 runs outside the student's kernel (:mod:`lasegtut.classroom.checks`), so an edited or deleted
@@ -27,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .assignments import BEGIN_SOLUTION, CODE_STUB, GRADE_ID_RE, _notebooks_in, strip_solutions
+from .assignments import (BEGIN_SOLUTION, CODE_STUB, END_SOLUTION, GRADE_ID_RE, MARKDOWN_STUB, _notebooks_in,
+                          strip_solutions, visible_text)
 from .checks import CheckPlan, plan_check
 from ..errors import LasegError
 
@@ -76,12 +80,22 @@ class Exercise:
 
 
 @dataclass
+class WrittenAnswer:
+    """A written answer graded by hand (nbgrader's *manually graded answer*): its teacher cell and points."""
+
+    name: str
+    points: float
+    cell: int
+
+
+@dataclass
 class TeacherNotebook:
-    """A teacher notebook's cells and exercises."""
+    """A teacher notebook's cells, exercises and written answers."""
 
     name: str
     cells: list[dict[str, Any]]
     exercises: list[Exercise]
+    written: list[WrittenAnswer] = field(default_factory=list)
 
     @property
     def max_points(self) -> float:
@@ -120,6 +134,7 @@ def teacher_notebook(nb: dict[str, Any], name: str) -> TeacherNotebook:
     """The exercises of a teacher notebook, with its nbgrader metadata checked (as nbgrader does)."""
     cells = nb["cells"]
     exercises: list[Exercise] = []
+    written: list[WrittenAnswer] = []
     pending: list[int] = []
     seen: dict[str, int] = {}
     for i, cell in enumerate(cells):
@@ -137,7 +152,12 @@ def teacher_notebook(nb: dict[str, Any], name: str) -> TeacherNotebook:
             if gid in seen:
                 raise LasegError(f"{name}: grade_id {gid!r} is used by cells {seen[gid] + 1} and {i + 1}")
             seen[gid] = i
-        if meta.get("solution") and not meta.get("grade"):
+        if meta.get("grade") and meta.get("solution"):  # a manually graded (written) answer
+            points = meta.get("points")
+            if isinstance(points, bool) or not isinstance(points, (int, float)) or not points >= 0:
+                raise LasegError(f"{name}, cell {i + 1} ({gid}): a manually graded answer needs 'points', a number >= 0")
+            written.append(WrittenAnswer(gid, float(points), i))
+        elif meta.get("solution") and not meta.get("grade"):
             if cell.get("cell_type") == "code":
                 pending.append(i)
         elif meta.get("grade") and not meta.get("solution"):
@@ -148,7 +168,7 @@ def teacher_notebook(nb: dict[str, Any], name: str) -> TeacherNotebook:
                 raise LasegError(f"{name}, cell {i + 1} ({gid}): a graded test cell must be a code cell")
             exercises.append(Exercise(gid, float(points), i, pending))
             pending = []
-    teacher = TeacherNotebook(name, cells, exercises)
+    teacher = TeacherNotebook(name, cells, exercises, written)
     roles = [teacher.role(i) for i in range(len(cells))]
     for e in exercises:
         try:
@@ -303,6 +323,62 @@ def assemble(teacher: TeacherNotebook, cells: list[dict[str, Any]]) -> GradedRun
         if any(matched.get(a) is not None and cells[matched[a]].get("cell_type") == "code" for a in e.answer_cells):
             run.unanswered.discard(e.name)
     return run
+
+
+def _line_key(line: str) -> str:
+    """A line as written answers are compared: visible characters, blanks collapsed."""
+    return " ".join(visible_text(line).split())
+
+
+#: Lines that never count as a student's own writing: the placeholder and the solution markers.
+_NOT_AN_ANSWER = {_line_key(s) for s in MARKDOWN_STUB + (BEGIN_SOLUTION, END_SOLUTION)}
+
+
+def _handed_out_lines(teacher_source: str) -> tuple[set[str], str | None]:
+    """The (compared) lines of a written answer's cell as students receive it, and its first line of text."""
+    lines, _ = strip_solutions(teacher_source.splitlines(), MARKDOWN_STUB)
+    keys = [k for k in map(_line_key, lines) if k]
+    anchor = next((k for k in keys if k not in _NOT_AN_ANSWER), None)
+    return set(keys), anchor
+
+
+def written_answered(teacher_source: str, submitted_source: str) -> bool:
+    """Whether ``submitted_source`` (a submitted written-answer cell) holds writing of the student's own:
+    a line that is in neither the question as handed out nor the placeholder ``YOUR ANSWER HERE``.
+
+    Only text counts, never code: the cell is read from the submitted file, nothing of it runs. A
+    question left as handed out, with or without its placeholder, is not an answer; a student who
+    deleted the question and kept only their answer has answered.
+    """
+    given, _ = _handed_out_lines(teacher_source)
+    return any(k and k not in given and k not in _NOT_AN_ANSWER for k in map(_line_key, submitted_source.splitlines()))
+
+
+def written_status(teacher: TeacherNotebook, cells: list[dict[str, Any]]) -> dict[str, str]:
+    """``{written answer: "answered" | "missing"}`` for a submission whose cells are ``cells``.
+
+    Read from the submitted file, outside any kernel. The student's cell is found by ``grade_id``,
+    then cell id (:func:`match_cells`), then, for a cell that lost both, as the one markdown cell not
+    matched otherwise that still holds the question's first line. A cell that is not there, that
+    is no longer markdown, or that holds nothing but the question and the placeholder is ``missing``.
+    """
+    if not teacher.written:
+        return {}
+    matched = match_cells(teacher, cells)
+    used = set(matched.values())
+    out: dict[str, str] = {}
+    for w in teacher.written:
+        source = cell_source(teacher.cells[w.cell])
+        s = matched.get(w.cell)
+        if s is None:
+            _, anchor = _handed_out_lines(source)
+            hits = [k for k, c in enumerate(cells) if k not in used and c.get("cell_type") == "markdown"
+                    and anchor is not None and anchor in map(_line_key, cell_source(c).splitlines())]
+            s = hits[0] if len(hits) == 1 else None
+        ok = s is not None and cells[s].get("cell_type") in ("markdown", "raw") and \
+            written_answered(source, cell_source(cells[s]))
+        out[w.name] = "answered" if ok else "missing"
+    return out
 
 
 def tag_notebook(nb: dict[str, Any], points: float = 1) -> int:

@@ -15,6 +15,13 @@ runs outside that kernel, in a checker process that only reads plain data from i
 ``error``     the answer or the check raised something else, or the notebook cannot be read;
 ``timeout``   the answer or the check ran past its time limit, or was never reached in time.
 
+A written answer (a markdown cell that nbgrader calls a *manually graded answer*) is for the teacher
+to grade by hand; the grader only says, from the submitted file (never from the student's kernel),
+whether it is there:
+
+``answered``  the cell holds writing of the student's own: its points are ``manual`` in ``grades.csv``;
+``missing``   the question is still as handed out (``YOUR ANSWER HERE``), or the cell is gone: 0 points.
+
 Outputs: ``OUT/grades.csv`` (``student, notebook, exercise, status, points, max_points``; a text
 cell that a spreadsheet would take for a formula is escaped with ``'``) and
 ``OUT/feedback/<student>.md``. Submissions are read one student at a time (each notebook at most
@@ -48,12 +55,17 @@ from typing import Any, Callable
 from . import sandbox
 from .assignments import default_source_dir
 from ..errors import LasegError
-from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook)
+from .exercises import (GradedRun, TeacherNotebook, assemble, load_teacher_notebooks, match_score, read_notebook,
+                        written_status)
 from .checks import CheckOutcome, CheckRunner
 from .kernel_run import CellResult, RunLimits, RunReport, run_cells
 from ..safeio import termination_as_exception
 
 STATUSES = ("correct", "wrong", "missing", "error", "timeout")
+#: The statuses of a written answer (graded by hand): there, or not.
+WRITTEN_STATUSES = ("answered", "missing")
+#: What ``grades.csv`` says in the points column of an answered written answer: the teacher's to give.
+MANUAL = "manual"
 CSV_COLUMNS = ("student", "notebook", "exercise", "status", "points", "max_points")
 
 
@@ -68,6 +80,12 @@ class Grade:
     points: float
     max_points: float
     message: str = ""
+    written: bool = False  # a written answer, graded by hand: status "answered" or "missing"
+
+    @property
+    def points_text(self) -> str:
+        """The points as ``grades.csv`` writes them: ``manual`` for an answered written answer."""
+        return MANUAL if self.written and self.status == "answered" else _num(self.points)
 
 
 @dataclass
@@ -95,9 +113,14 @@ class ClassReport:
 
     def describe(self) -> str:
         n_students = len({g.student for g in self.grades} | set(self.notes))
-        counts = {s: sum(g.status == s for g in self.grades) for s in STATUSES}
-        return (f"graded {n_students} students, {len(self.grades)} exercises "
-                f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {self.seconds:.1f} s\n"
+        auto = [g for g in self.grades if not g.written]
+        counts = {s: sum(g.status == s for g in auto) for s in STATUSES}
+        written = [g for g in self.grades if g.written]
+        by_hand = (f", {len(written)} written answers for you to grade by hand "
+                   f"({', '.join(f'{sum(g.status == s for g in written)} {s}' for s in WRITTEN_STATUSES)})"
+                   if written else "")
+        return (f"graded {n_students} students, {len(auto)} exercises "
+                f"({', '.join(f'{v} {k}' for k, v in counts.items())}){by_hand} in {self.seconds:.1f} s\n"
                 f"sandbox: {self.sandbox}\n"
                 f"wrote {self.csv_path} and {n_students} feedback files "
                 f"in {self.feedback_dir}")
@@ -243,17 +266,36 @@ def exercise_status(run: GradedRun, report: RunReport, name: str,
     return "correct", ""
 
 
+#: The feedback's word for an answered written answer, and for one that is not there.
+WRITTEN_MESSAGES = {"answered": "", "missing": "not answered: the question is still as it was handed out "
+                    "(YOUR ANSWER HERE), or its cell is not in your notebook"}
+
+
 def grades_for(student: str, teacher: TeacherNotebook, run: GradedRun | None, report: RunReport | None,
-               failure: str = "", status: str = "error", checks: dict[str, CheckOutcome] | None = None) -> list[Grade]:
-    """One :class:`Grade` per exercise of ``teacher``; without a run, each gets ``status`` and ``failure``."""
-    if run is None or report is None:
-        return [Grade(student, teacher.name, e.name, status, 0.0, e.points, failure) for e in teacher.exercises]
-    out = []
+               failure: str = "", status: str = "error", checks: dict[str, CheckOutcome] | None = None,
+               written: dict[str, str] | None = None) -> list[Grade]:
+    """One :class:`Grade` per exercise and per written answer of ``teacher``, in the notebook's order.
+
+    Without a run, each exercise gets ``status`` and ``failure``. ``written``: the statuses of the written
+    answers read from the submitted file (:func:`~lasegtut.classroom.exercises.written_status`); without
+    it (no readable file) they get ``status`` and ``failure`` too (``missing`` or ``error``, 0 points).
+    """
+    rows: list[tuple[int, Grade]] = []
     for e in teacher.exercises:
-        status, msg = exercise_status(run, report, e.name, checks)
-        out.append(Grade(student, teacher.name, e.name, status, e.points if status == "correct" else 0.0,
-                         e.points, msg))
-    return out
+        if run is None or report is None:
+            rows.append((e.check_cell, Grade(student, teacher.name, e.name, status, 0.0, e.points, failure)))
+            continue
+        st, msg = exercise_status(run, report, e.name, checks)
+        rows.append((e.check_cell, Grade(student, teacher.name, e.name, st, e.points if st == "correct" else 0.0,
+                                         e.points, msg)))
+    for w in teacher.written:
+        if written is None:
+            st, msg = ("missing" if status == "missing" else "error"), failure
+        else:
+            st = written.get(w.name, "missing")
+            msg = WRITTEN_MESSAGES[st]
+        rows.append((w.cell, Grade(student, teacher.name, w.name, st, 0.0, w.points, msg, written=True)))
+    return [g for _, g in sorted(rows, key=lambda r: r[0])]
 
 
 # ----------------------------------------------------------------------------- writing
@@ -273,7 +315,7 @@ def grades_csv(grades: list[Grade]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for g in grades:
-        w.writerow([csv_text(g.student), csv_text(g.notebook), csv_text(g.exercise), g.status, _num(g.points),
+        w.writerow([csv_text(g.student), csv_text(g.notebook), csv_text(g.exercise), g.status, g.points_text,
                     _num(g.max_points)])
     return buf.getvalue()
 
@@ -283,17 +325,29 @@ def _fence(text: str) -> str:
     return f"{ticks}text\n{text}\n{ticks}"
 
 
+def _by_hand(rows: list[Grade]) -> str:
+    """`` (+ N points of written answers, graded by hand)`` when ``rows`` hold answered written answers."""
+    manual = sum(g.max_points for g in rows if g.written and g.status == "answered")
+    return f" (+ up to {_num(manual)} points for written answers, graded by hand)" if manual else ""
+
+
 def feedback_markdown(student: str, grades: list[Grade], notes: list[str]) -> str:
-    """One student's feedback: per notebook, each exercise's status and the failing check's message."""
-    total = sum(g.points for g in grades)
-    top = sum(g.max_points for g in grades)
+    """One student's feedback: per notebook, each exercise's status and the failing check's message, and
+    whether each written answer is there (its points are the teacher's to give, by hand)."""
+    auto = [g for g in grades if not g.written]
+    total = sum(g.points for g in auto)
+    top = sum(g.max_points for g in auto)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# Feedback for {student}", "", f"Graded {when}. **Total: {_num(total)} / {_num(top)} points.**", ""]
+    lines = [f"# Feedback for {student}", "",
+             f"Graded {when}. **Total: {_num(total)} / {_num(top)} points{_by_hand(grades)}.**", ""]
     for nb in dict.fromkeys(g.notebook for g in grades):
         rows = [g for g in grades if g.notebook == nb]
-        lines += [f"## {nb}: {_num(sum(g.points for g in rows))} / {_num(sum(g.max_points for g in rows))} points", "",
-                  "| exercise | status | points |", "|---|---|---|"]
-        lines += [f"| {g.exercise} | {g.status} | {_num(g.points)} / {_num(g.max_points)} |" for g in rows]
+        auto = [g for g in rows if not g.written]
+        lines += [f"## {nb}: {_num(sum(g.points for g in auto))} / {_num(sum(g.max_points for g in auto))} points"
+                  f"{_by_hand(rows)}", "", "| exercise | status | points |", "|---|---|---|"]
+        lines += [f"| {g.exercise} | {g.status} | "
+                  + (f"graded by hand, of {_num(g.max_points)} |" if g.written and g.status == "answered"
+                     else f"{_num(g.points)} / {_num(g.max_points)} |") for g in rows]
         lines.append("")
         for g in rows:
             if g.message:
@@ -358,6 +412,7 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
         why = (f"{key} could not be matched to {teacher.name}: none of its cells carries the teacher's "
                "cell ids, grade_ids or code, so it was not run")
         return grades_for(student, teacher, None, None, why, status="missing"), None, [why]
+    written = written_status(teacher, cells)  # from the submitted file, before (and outside) the kernel
     scratch = Path(tempfile.mkdtemp(prefix="job-", dir=scratch_root))
     checker = CheckRunner(scratch / "exchange", limits.cell_timeout)
     outcomes: dict[str, CheckOutcome] = {}
@@ -367,7 +422,7 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
                            timeouts=lesson_timeouts(run, limits),
                            after_cell=_check_hook(teacher, run, checker, outcomes))
     except LasegError as e:
-        return grades_for(student, teacher, None, None, f"could not run the notebook: {e}"), None, []
+        return grades_for(student, teacher, None, None, f"could not run the notebook: {e}", written=written), None, []
     finally:
         checker.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -379,7 +434,7 @@ def _grade_notebook(student: str, teacher: TeacherNotebook, key: str, cells: lis
               and (stopped is None or i < stopped)]
     for i, r in failed[:3]:
         notes.append(f"{teacher.name}: {run.origins[i]} raised {_error_text(r)[:200]}")
-    grades = grades_for(student, teacher, run, report, checks=outcomes)
+    grades = grades_for(student, teacher, run, report, checks=outcomes, written=written)
     if stopped is not None:
         why = lesson_timeout_message(run, report, stopped)
         notes.append(f"{teacher.name}: {why}")
@@ -423,6 +478,9 @@ def after_lesson_timeout(run: GradedRun, stopped: int, grades: list[Grade], why:
     """Exercises with a cell after lesson cell ``stopped`` that did not pass become ``timeout``, with ``why``."""
     out = []
     for g in grades:
+        if g.written:  # read from the file: no time limit touches it
+            out.append(g)
+            continue
         cells = run.answer_pos.get(g.exercise, []) + ([run.check_pos[g.exercise]] if g.exercise in run.check_pos
                                                       else [])
         if g.status not in ("correct", "missing") and any(p > stopped for p in cells):
