@@ -37,7 +37,7 @@ COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 
 def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] | None = None,
                    model=None, info: ModelInfo | Geometry | None = None, *, keep_masks: bool = False,
                    keep_images: bool = False, tta: bool = False, progress: bool = False,
-                   device: str = "auto") -> list[dict]:
+                   device: str = "auto", keep_probabilities: bool = False) -> list[dict]:
     """Segment and score labelled cases, one row per case.
 
     Args:
@@ -48,6 +48,11 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         keep_masks: also return ``"pred"`` and ``"label"`` (uint8 ``(x, y, z)``),
             ``"spacing"`` (mm) and ``"affine"`` (4 x 4, RAS) in each row, for figures and files.
         keep_images: also return ``"image"`` (float32 ``(x, y, z)``, raw intensities).
+        keep_probabilities: also return ``"prob"``, the model's probabilities (float32 ``(x, y, z)``
+            in [0, 1], :func:`lasegtut.inference.predict_probabilities`; about 50 MB for a scan of
+            320 x 320 x 130 voxels), to try another threshold or no largest-component step
+            (:func:`lasegtut.inference.segment_probabilities`) without predicting again. The
+            prediction, the scores and ``"pred"`` are the same with or without it.
         tta: flip test-time augmentation (off by default, as in ``lasegtut predict``).
         progress: show a tqdm progress bar over the cases.
         device: where the network runs (``"auto"``: a CUDA GPU if there is one, else the CPU).
@@ -58,7 +63,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         prediction) and the arrays asked for.
     """
     # torch only where a model runs: format_table (``lasegtut evaluate`` on folders) needs none
-    from .inference import load_model, predict_volume
+    from .inference import load_model, predict_probabilities, predict_volume, segment_probabilities
 
     root = resolve_data_dir(root)
     cases = list(VALIDATION_CASES if cases is None else cases)
@@ -73,13 +78,19 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
     for case_id in iterator:
         case = load_case(root, case_id)
         t0 = time.perf_counter()
-        pred = predict_volume(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
+        if keep_probabilities:
+            prob = predict_probabilities(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
+            pred = segment_probabilities(prob)
+        else:
+            pred = predict_volume(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
         seconds = time.perf_counter() - t0
         row: dict = {"case": case_id, **score_masks(pred, case.label, case.spacing), "seconds": seconds}
         if keep_masks:
             row.update(pred=pred, label=case.label, spacing=case.spacing, affine=case.affine)
         if keep_images:
             row["image"] = case.image
+        if keep_probabilities:
+            row["prob"] = prob
         rows.append(row)
     return rows
 

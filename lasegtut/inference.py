@@ -311,33 +311,11 @@ def check_resampled_size(shape: tuple[int, ...], spacing: tuple[float, ...], tar
                          f"{' x '.join(f'{t:g}' for t in target)} mm, {limit}; is the voxel size in its header right?")
 
 
-def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
-                   info: ModelInfo | Geometry | None = None, *,
-                   spacing: tuple[float, float, float] | None = None, tta: bool = False,
-                   largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
-                   locate: bool = True) -> np.ndarray:
-    """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
-
-    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model; ``info`` may
-    also be a bare :class:`~lasegtut.geometry.Geometry`); or ``model`` is a list of ``(model,
-    info)`` pairs (:func:`load_models`) whose probabilities are averaged, e.g. models that slice
-    the scan across different axes.
-
-    Any scan is brought to the model's own geometry and back:
-
-    1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
-       trained at (``info.geometry.spacing_mm``) by more than 1%: the scan is resampled to it
-       (trilinear), and the probabilities are resampled back to the scan's grid at the end;
-    2. the model's in-plane window (:attr:`~lasegtut.geometry.Geometry.window_size`: 160 x 160
-       voxels for the shipped model, 200 mm) is centred on the field of view, where cardiac scans
-       put the heart, and stuck out of the image with zeros where the field of view is smaller;
-    3. if the atrium found there is empty or cut by a window edge (``locate``), the heart is
-       looked for over the whole field of view (:func:`locate_heart`) and the window is centred on
-       it for a second, final prediction.
-
-    For a scan of the MSD geometry (320 x 320 at 1.25 x 1.25 x 1.37 mm) steps 1-3 change nothing:
-    the window is the model's training crop.
-    """
+def _predict_window(image: np.ndarray, model, info, *, spacing, tta: bool, batch_size: int, device,
+                    locate: bool) -> tuple[np.ndarray, tuple[int, int], np.ndarray, tuple[float, float, float], bool]:
+    """Steps 1-3 of :func:`predict_volume`: the probabilities ``(x', y', z)`` in the model's window of the
+    (resampled) scan, the window's origin, the scan as predicted, the model's spacing, and whether it was
+    resampled."""
     if model is None:
         members = [load_model(device=device)]
     elif isinstance(model, (list, tuple)):
@@ -368,6 +346,38 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
             moved = window_origin(work.shape, centre, size)
             if moved != origin:
                 origin, prob = moved, _window_probabilities(work, moved, size, members, **run)
+    return prob, origin, work, target, rescale
+
+
+def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
+                   info: ModelInfo | Geometry | None = None, *,
+                   spacing: tuple[float, float, float] | None = None, tta: bool = False,
+                   largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
+                   locate: bool = True) -> np.ndarray:
+    """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
+
+    ``model`` and ``info`` come from :func:`load_model` (default: the shipped model; ``info`` may
+    also be a bare :class:`~lasegtut.geometry.Geometry`); or ``model`` is a list of ``(model,
+    info)`` pairs (:func:`load_models`) whose probabilities are averaged, e.g. models that slice
+    the scan across different axes.
+
+    Any scan is brought to the model's own geometry and back:
+
+    1. ``spacing`` (mm; None: already the model's) differs from the spacing the model was
+       trained at (``info.geometry.spacing_mm``) by more than 1%: the scan is resampled to it
+       (trilinear), and the probabilities are resampled back to the scan's grid at the end;
+    2. the model's in-plane window (:attr:`~lasegtut.geometry.Geometry.window_size`: 160 x 160
+       voxels for the shipped model, 200 mm) is centred on the field of view, where cardiac scans
+       put the heart, and stuck out of the image with zeros where the field of view is smaller;
+    3. if the atrium found there is empty or cut by a window edge (``locate``), the heart is
+       looked for over the whole field of view (:func:`locate_heart`) and the window is centred on
+       it for a second, final prediction.
+
+    For a scan of the MSD geometry (320 x 320 at 1.25 x 1.25 x 1.37 mm) steps 1-3 change nothing:
+    the window is the model's training crop.
+    """
+    prob, origin, work, target, rescale = _predict_window(image, model, info, spacing=spacing, tta=tta,
+                                                           batch_size=batch_size, device=device, locate=locate)
     if rescale:
         full = paste_window(prob, work.shape, origin)
         mask = (resample(full, target, spacing, shape=image.shape) >= 0.5).astype(np.uint8)
@@ -376,6 +386,35 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     if largest_cc:  # on the window: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
     return paste_window(mask, image.shape, origin)
+
+
+def predict_probabilities(image: np.ndarray, model: UNet | Members | None = None,
+                          info: ModelInfo | Geometry | None = None, *,
+                          spacing: tuple[float, float, float] | None = None, tta: bool = False,
+                          batch_size: int = 16, device: str | torch.device = "auto", locate: bool = True) -> np.ndarray:
+    """The model's probability of "left atrium" for every voxel of an RAS volume ``(x, y, z)``: float32
+    ``(x, y, z)`` in [0, 1] on the scan's own grid (0 outside the model's window).
+
+    The same steps as :func:`predict_volume` (same arguments), stopped before the threshold, so that
+    :func:`segment_probabilities` with its defaults gives exactly :func:`predict_volume`'s mask, and
+    other thresholds, or no largest-component step, can be tried without predicting again.
+    """
+    prob, origin, work, target, rescale = _predict_window(image, model, info, spacing=spacing, tta=tta,
+                                                           batch_size=batch_size, device=device, locate=locate)
+    if rescale:
+        full = paste_window(prob, work.shape, origin)
+        return np.clip(resample(full, target, spacing, shape=image.shape), 0.0, 1.0).astype(np.float32, copy=False)
+    return paste_window(prob, image.shape, origin).astype(np.float32, copy=False)
+
+
+def segment_probabilities(prob: np.ndarray, threshold: float = 0.5, largest_cc: bool = True) -> np.ndarray:
+    """A uint8 mask from probabilities (:func:`predict_probabilities`): voxels with ``prob >= threshold``,
+    and of those only the largest 26-connected component when ``largest_cc`` (the atrium is one
+    object). The defaults are the course's: :func:`predict_volume` segments this way."""
+    if not 0.0 < threshold <= 1.0:
+        raise LasegError(f"the threshold must lie in (0, 1], not {threshold!r}")
+    mask = (np.asarray(prob) >= threshold).astype(np.uint8)
+    return largest_component(mask) if largest_cc else mask
 
 
 def _check_output(output: Path, force: bool, inputs: Sequence[str | os.PathLike | None] = ()) -> None:
