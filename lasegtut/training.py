@@ -33,7 +33,7 @@ shipped model's results are in ``lasegtut/weights/MODEL_CARD.md``):
 
 Outputs in ``out/``: ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt`` (an interrupted
 run resumes from ``last.ckpt``), ``logs/version_N/metrics.csv`` (CSV, one version per run or resume), ``tb/`` (TensorBoard,
-with overlay images),
+with overlay images in the course's display convention, direction letters included),
 ``split.json`` and ``model.pt``.
 """
 from __future__ import annotations
@@ -251,19 +251,37 @@ class LitSegmenter(pl.LightningModule):
 
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                rows = []
-                for img, lab, pred in self._overlays:
-                    rgb = np.stack([img, img, img], 0)
-                    rgb[0][pred] = 1.0  # prediction in red
-                    rgb[1][lab] = np.maximum(rgb[1][lab], 0.7)  # label in green (yellow = both)
-                    rows.append(rgb)
-                grid = np.concatenate(rows, axis=2)
-                logger.experiment.add_image("val/overlay_red_pred_green_label", grid, self.current_epoch)
+                fig = overlay_figure(self._overlays, self.hparams.slice_axis)
+                logger.experiment.add_figure("val/overlay_label_orange_pred_teal", fig, self.current_epoch)
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.hparams.epochs, 1))
         return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def overlay_figure(overlays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], slice_axis: int,
+                   axcodes: Sequence[str] | None = None):
+    """The validation overlays TensorBoard shows: each ``(image, label, prediction)`` slice of the network's
+    input (the layout of :func:`lasegtut.preprocess.reslice` across array ``slice_axis``) laid out in the
+    course's display convention by :func:`lasegtut.orientation.display_2d`, with its direction letters,
+    label outlined in orange and prediction dashed in teal (:func:`lasegtut.plots.overlay`), as in the
+    notebooks. ``axcodes``: where the scans' array axes point (default: the MSD heart scans',
+    :data:`lasegtut.orientation.MSD_HEART_AXCODES`). A matplotlib ``Figure`` not registered with pyplot."""
+    from matplotlib.figure import Figure
+
+    from .orientation import MSD_HEART_AXCODES, display_2d
+    from .plots import overlay
+
+    codes = MSD_HEART_AXCODES if axcodes is None else axcodes
+    fig = Figure(figsize=(2.4 * max(len(overlays), 1), 2.6), dpi=100)
+    axes = fig.subplots(1, max(len(overlays), 1), squeeze=False)[0]
+    for ax, (img, lab, pred) in zip(axes, overlays):
+        shown, letters = display_2d(img, slice_axis, codes)
+        overlay(ax, shown, display_2d(np.asarray(lab, bool), slice_axis, codes)[0],
+                display_2d(np.asarray(pred, bool), slice_axis, codes)[0], letters=letters)
+    fig.tight_layout()
+    return fig
 
 
 @dataclass
