@@ -25,7 +25,7 @@ from lasegtut.classroom.grading import grade_class
 from lasegtut.classroom.kernel_run import RunLimits
 
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
-N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 1, "05": 2, "06": 2, "07": 3}
+N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 2, "05": 2, "06": 4, "07": 3}
 # Generous limits: the slowest course cell (a short training run in 05) takes ~20 s on a quiet 2-core
 # CPU, and two notebooks run at once. Notebook 01's cells take a few seconds at most; its infinite
 # loop below costs exactly LIMITS_01's cell limit.
@@ -125,7 +125,11 @@ def test_course_class_grades_exactly(student_copies, tmp_path):
     totals = {s: sum(float(rows[(s, name, e)][1]) for e in ("ex1", "ex2")) for s in expected}
     assert totals == {"correct": 2, "blank": 0, "wrong": 1, "raises": 1, "loop": 1, "edited": 1, "corrupt": 0,
                       "huge": 2}
+    written = {k: v for k, v in rows.items() if k[2] not in ("ex1", "ex2")}  # the written answers, by hand
+    rows = {k: v for k, v in rows.items() if k[2] in ("ex1", "ex2")}
     assert all(rows[k][2] == "1" for k in rows) and len(rows) == 16
+    assert {v[0] for k, v in written.items() if k[0] == "correct"} == {"missing"}  # the stub's, none written
+    assert {v[0] for k, v in written.items() if k[0] == "corrupt"} == {"error"}
     fb = tmp_path / "out" / "feedback"
     wrong = (fb / "wrong.md").read_text()  # the check ran in the grader's checker: its source is never quoted
     assert "the check failed" in wrong and "la_extent_mm(box" not in wrong
@@ -150,11 +154,16 @@ def test_every_course_exercise_grades_solved_and_blank(student_copies, tmp_path)
     grade_class(subs, tmp_path / "out", source=NOTEBOOKS, limits=LIMITS, jobs=2, progress=False)
     rows = read_rows(tmp_path / "out")
     expected = {}
+    n_written = 0
     for t in load_teacher_notebooks(NOTEBOOKS):
         for e in t.exercises:
             expected[("solved", t.name, e.name)] = ("correct", "1", "1")
             expected[("blank", t.name, e.name)] = ("missing", "0", "1")
-    assert len(expected) == 2 * sum(N_EXERCISES.values())
+        for w in t.written:  # written answers: there or not, graded by hand
+            n_written += 1
+            expected[("solved", t.name, w.name)] = ("answered", "manual", f"{w.points:g}")
+            expected[("blank", t.name, w.name)] = ("missing", "0", f"{w.points:g}")
+    assert len(expected) == 2 * (sum(N_EXERCISES.values()) + n_written) and n_written >= 3 * 7
     assert rows == expected
     for student in ("solved", "blank"):  # and no lesson cell failed on the way
         assert "## Notes" not in (tmp_path / "out" / "feedback" / f"{student}.md").read_text()
