@@ -132,6 +132,8 @@ def test_grade_class_reports_written_answers(course, tmp_path):
         assert [r["exercise"] for r in csv.DictReader(f) if r["student"] == "solved"] == ["predict1", "ex1", "judge1"]
     blank = (tmp_path / "out" / "feedback" / "blank.md").read_text()
     assert "| judge1 | missing | 0 / 2 |" in blank and "YOUR ANSWER HERE" in blank
-    assert "graded by hand, of 2" in (tmp_path / "out" / "feedback" / "solved.md").read_text()
+    solved = (tmp_path / "out" / "feedback" / "solved.md").read_text()
+    assert "| judge1 | answered | graded by hand, of 2 |" in solved
+    assert "| predict1 | answered | read by the teacher (0 points) |" in solved
     assert "3 exercises (1 correct, 0 wrong, 1 missing, 1 error, 0 timeout), 6 written answers for you to grade " \
            "by hand (3 answered, 3 missing)" in report.describe()

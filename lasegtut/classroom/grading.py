@@ -346,7 +346,8 @@ def feedback_markdown(student: str, grades: list[Grade], notes: list[str]) -> st
         lines += [f"## {nb}: {_num(sum(g.points for g in auto))} / {_num(sum(g.max_points for g in auto))} points"
                   f"{_by_hand(rows)}", "", "| exercise | status | points |", "|---|---|---|"]
         lines += [f"| {g.exercise} | {g.status} | "
-                  + (f"graded by hand, of {_num(g.max_points)} |" if g.written and g.status == "answered"
+                  + (("read by the teacher (0 points) |" if not g.max_points else
+                      f"graded by hand, of {_num(g.max_points)} |") if g.written and g.status == "answered"
                      else f"{_num(g.points)} / {_num(g.max_points)} |") for g in rows]
         lines.append("")
         for g in rows:
