@@ -126,31 +126,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
         table, rows = predict_folder(args.input, args.output, weights=args.weights, device=args.device,
                                      body_sizes=args.body_sizes, force=args.force, tta=args.tta,
                                      largest_component=not args.no_lcc, progress=not args.json,
-                                     part=args.part, parts=args.parts)
+                                     part=args.part, parts=args.parts, uncertainty_maps=args.uncertainty_map)
         bad = [r for r in rows if r["status"] != "ok"]
         failed = [r for r in bad if r["status"].startswith("error")]
         share = f"part {args.part} of {args.parts}: " if args.parts is not None else ""
-        print(f"{share}wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans)")
+        review = [r["case"] for r in rows if r.get("qc") == "review"]
+        print(f"{share}wrote {len(rows) - len(failed)} masks and {table} ({len(rows)} scans; QC: "
+              f"{len(review)} to review{': ' + ', '.join(review) if review else ''})")
         for r in bad:
             print(f"lasegtut predict: {r['case']}: {r['status']}", file=sys.stderr)
         if args.json:
-            _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad), "failed": len(failed)})
+            _print_json({"table": str(table), "scans": len(rows), "ok": len(rows) - len(bad), "failed": len(failed),
+                         "review": len(review),
+                         "cases": {r["case"]: {"uncertainty": _number(r.get("uncertainty")), "qc": r.get("qc") or None}
+                                   for r in rows}})
         # every scan was tried; a script still learns that some could not be segmented
         return 1 if failed else 0
     if args.part is not None or args.parts is not None:
         raise LasegError("--part and --parts split a folder (or several scans) into shares; one scan has one")
     if args.body_sizes:
         raise LasegError("--body-sizes is for a folder of scans; for one scan use `lasegtut volume MASK --height-cm --weight-kg`")
+    from .uncertainty import describe_qc
+
     report = predict_file(args.input[0], args.output, weights=args.weights, force=args.force,
-                          tta=args.tta, largest_component=not args.no_lcc, device=args.device)
+                          tta=args.tta, largest_component=not args.no_lcc, device=args.device,
+                          uncertainty_map=args.uncertainty_map)
     print(f"wrote {report['output']}")
     print(f"left-atrium volume: {report['volume_ml']:.1f} mL ({report['voxels']} voxels, "
-          f"{report['seconds']:.1f} s)")
+          f"{report['seconds']:.1f} s); {describe_qc(report)}")
     if report["status"] != "ok":
         print(f"lasegtut predict: warning: {report['status']}", file=sys.stderr)
     if args.json:
         _print_json(report)
     return 0
+
+
+def _number(text) -> float | None:
+    """A number of a volumes.csv cell (None when empty or not a number)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -228,9 +244,12 @@ def cmd_volume(args: argparse.Namespace) -> int:
     if (args.height_cm is None) != (args.weight_kg is None):
         raise LasegError("give both --height-cm and --weight-kg for the volume index")
 
+    from .uncertainty import sidecar_warning
+
     mask, spacing, _ = load_mask(args.mask)
     if not mask.any():
         raise LasegError(f"{args.mask} is empty: there is no atrium to measure or grade")
+    sidecar_warning(args.mask)  # one line when predict flagged this mask for review
     out = {"volume_ml": volume_ml(mask, spacing)}
     why = implausible(out["volume_ml"])
     if why is not None and args.height_cm is not None:
@@ -258,8 +277,11 @@ def cmd_shape(args: argparse.Namespace) -> int:
 
     if args.mesh:
         check_mesh_path(args.mesh, args.force, inputs=[args.mask])  # fail before any work
+    from .uncertainty import sidecar_warning
+
     mask, spacing, affine = load_mask(args.mask)
     report = shape_metrics(mask, spacing, components="error" if args.strict else "largest")
+    sidecar_warning(args.mask)  # one line when predict flagged this mask for review
     warn_implausible(report.volume_ml)  # the same one warning line as `lasegtut volume`
     print(f"left-atrium shape of {args.mask}")
     print(report.describe())
@@ -407,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(counted from 0, like nnU-Net's -part_id) of --parts N; see docs/cluster.md")
     sp.add_argument("--parts", type=int, metavar="N", help="with a folder: split the scans, sorted by name, "
                     "into N disjoint shares (scan i goes to part i %% N); parts may run at once into one OUTPUT")
+    sp.add_argument("--uncertainty-map", metavar="FILE", help="also write the voxel uncertainty map (entropy of the "
+                    "probability, bits, float32 NIfTI on the scan's grid) to FILE; with a folder of scans: a folder, "
+                    "one map per scan")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = add("evaluate", cmd_evaluate, "compare predicted masks with labels: Dice, IoU, HD95, ASSD, NSD, volumes; "

@@ -66,10 +66,13 @@ from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_error_p
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; height to grade only with
 #: heights and weights; then where the row came from: the scan's size in bytes and SHA-256, the
-#: mask's SHA-256, the weights' SHA-256 and the options, which decide whether a rerun may skip it).
+#: mask's SHA-256, the weights' SHA-256 and the options, which decide whether a rerun may skip it;
+#: last the scan's uncertainty and QC flag, :mod:`lasegtut.uncertainty`; a table written before
+#: they existed is read as it is, and its rows, which lack them, are done again).
 VOLUME_COLUMNS = ("case", "status", "volume_ml", "voxels", "spacing_mm", "seconds", "mask",
                   "height_cm", "weight_kg", "bsa_m2", "lavi_ml_m2", "grade",
-                  "scan_bytes", "scan_sha256", "mask_sha256", "weights_sha256", "options")
+                  "scan_bytes", "scan_sha256", "mask_sha256", "weights_sha256", "options",
+                  "uncertainty", "qc")
 #: Columns of :func:`evaluate_folders`' table: :data:`lasegtut.evaluation.ROW_KEYS` and the volume error (%).
 SCORE_COLUMNS = ROW_KEYS + ("volume_error_pct",)
 #: The lock file beside ``volumes.csv`` that serialises its updates (kept; it holds no data).
@@ -323,8 +326,13 @@ def options_fingerprint(*, tta: bool, largest_component: bool) -> str:
 def _still_valid(old: dict | None, out: Path, case: str, scan: Path, provenance: dict) -> bool:
     """True when ``old`` (a row of the table) may be kept for ``scan``: it holds a mask (``ok`` or
     ``implausible``) made with the same weights and options from a scan of the same size and
-    SHA-256, and the mask on disk hashes to what was written."""
+    SHA-256, with its QC flag (a row from before QC existed is done again) and its sidecar, and
+    the mask on disk hashes to what was written."""
+    from .uncertainty import QC_VALUES, sidecar_path
+
     if not old or not (old.get("status") == "ok" or str(old.get("status", "")).startswith("implausible")):
+        return False
+    if old.get("qc") not in QC_VALUES or not old.get("uncertainty") or not sidecar_path(out / f"{case}.nii.gz").is_file():
         return False
     if any(old.get(k) != v for k, v in provenance.items()) or old.get("mask") != f"{case}.nii.gz":
         return False
@@ -364,12 +372,17 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                    weights: Sequence[str | os.PathLike] | None = None, device: str = "auto",
                    body_sizes: str | os.PathLike | None = None, force: bool = False, tta: bool = False,
                    largest_component: bool = True, progress: bool = True,
-                   part: int | None = None, parts: int | None = None) -> tuple[Path, list[dict]]:
+                   part: int | None = None, parts: int | None = None,
+                   uncertainty_maps: str | os.PathLike | None = None) -> tuple[Path, list[dict]]:
     """Segment every scan of ``inputs`` (or part ``part`` of ``parts``, :func:`select_part`) into
     ``out_dir``; returns (``volumes.csv``, the rows of this run's scans).
 
-    ``force``: redo this run's scans even where their rows are still valid. See the module
-    docstring for the rest.
+    ``force``: redo this run's scans even where their rows are still valid. Every mask gets its
+    QC sidecar ``<case>.qc.json`` (:mod:`lasegtut.uncertainty`) and its row the ``uncertainty``
+    and ``qc`` columns. ``uncertainty_maps``: a folder (created if needed; not the output folder
+    nor a scans' folder) for one voxel uncertainty map per scan, ``<case>.nii.gz``, replaced if
+    there; the maps come from the probabilities, which are not kept, so with it every scan of
+    this run is segmented again. See the module docstring for the rest.
     """
     from tqdm.auto import tqdm
 
@@ -383,18 +396,32 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     if out.exists() and out.resolve() in inputs_dirs:
         raise LasegError(f"the output folder {out} holds the scans themselves; masks would replace them: "
                          "give another folder")
+    maps = Path(uncertainty_maps) if uncertainty_maps is not None else None
+    if maps is not None:
+        if maps.exists() and not maps.is_dir():
+            raise LasegError(f"--uncertainty-map {maps} is a file; with a folder of scans give a folder for the maps")
+        if maps.resolve() in inputs_dirs or maps.resolve() == out.resolve():
+            raise LasegError(f"--uncertainty-map {maps} is the output folder or holds the scans; the maps "
+                             "would replace masks or scans: give a folder of their own")
     sizes = read_body_sizes(body_sizes) if body_sizes else {}
     table = out / "volumes.csv"
     done = _read_done(table)  # before any work: an unreadable table is refused, never replaced
 
     # torch only where a model runs: `lasegtut evaluate` on folders (evaluate_folders) needs none
     from .inference import load_models, predict_volume, resolve_device, write_mask
+    from .paths import SHIPPED_WEIGHTS
+    from .uncertainty import (assess, members_threshold, sidecar, sidecar_path, voxel_uncertainty,
+                              write_sidecar, write_uncertainty_map)
 
     dev = resolve_device(device)
     members = load_models(weights, device=dev)
+    threshold = members_threshold([info for _, info in members])
     provenance = {"weights_sha256": weights_fingerprint(weights),
                   "options": options_fingerprint(tta=tta, largest_component=largest_component)}
+    weight_names = [str(w) for w in weights] if weights else ["shipped:" + SHIPPED_WEIGHTS.name]
     make_output_dir(out)
+    if maps is not None:
+        make_output_dir(maps, what="uncertainty map folder")
     remove_leftovers(out)
     rows: dict[str, dict] = {}
 
@@ -415,7 +442,7 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         todo, kept = [], {}
         for scan in scans:
             case = case_name(scan)
-            if not force and _still_valid(done.get(case), out, case, scan, provenance):
+            if not force and maps is None and _still_valid(done.get(case), out, case, scan, provenance):
                 row = dict(done[case])
                 _body_size_columns(row, case, sizes)  # a height or weight given anew
                 kept[case] = row
@@ -438,25 +465,37 @@ def predict_folder(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                         raise loaded
                     original, (image, spacing, _), n, sha = loaded
                     row.update(scan_bytes=n, scan_sha256=sha)
-                    mask_ras = predict_volume(image, members, spacing=spacing, tta=tta,
-                                              largest_cc=largest_component, device=dev)
+                    mask_ras, prob = predict_volume(image, members, spacing=spacing, tta=tta,
+                                                    largest_cc=largest_component, device=dev,
+                                                    return_probability=True)
                     if not mask_ras.any():
                         raise LasegError("no left atrium found (the model's answer is empty)")
+                    ml = volume_ml(mask_ras, spacing)
+                    qc = assess(prob, mask_ras, spacing, threshold, ml)
+                    if maps is not None:
+                        write_uncertainty_map(voxel_uncertainty(prob), original, maps / final.name)
+                    del prob
                     staged = write_mask(mask_ras, original, run.dir / final.name)
                     row["mask_sha256"] = file_sha256(staged)[1]
+                    side = write_sidecar(run.dir / sidecar_path(final).name,
+                                         sidecar({**qc, "volume_ml": round(ml, 2)}, staged, weights=weight_names,
+                                                 weights_sha256=provenance["weights_sha256"]))
                     os.replace(staged, final)
-                    ml = volume_ml(mask_ras, spacing)
+                    os.replace(side, sidecar_path(final))
                     why = implausible(ml)
                     row.update(status="ok" if why is None else f"implausible: {why}",
                                volume_ml=round(ml, 2), voxels=int(mask_ras.sum()),
-                               spacing_mm=" ".join(f"{s:.4g}" for s in spacing), mask=final.name)
+                               spacing_mm=" ".join(f"{s:.4g}" for s in spacing), mask=final.name,
+                               uncertainty=qc["uncertainty"], qc=qc["qc"])
                     _body_size_columns(row, case, sizes)
                 except LasegError as e:
                     row["status"] = f"error: {e}"
                 except MemoryError:
                     row["status"] = "error: not enough memory for this scan"
-                if row["status"].startswith("error") and (final.is_file() or final.is_symlink()):
-                    final.unlink()  # an old answer for what is no longer this scan: no mask beside an error row
+                if row["status"].startswith("error"):  # an old answer for what is no longer this scan:
+                    for old in (final, sidecar_path(final)):  # no mask (nor its sidecar) beside an error row
+                        if old.is_file() or old.is_symlink():
+                            old.unlink()
                 row["seconds"] = round(time.perf_counter() - t0, 2)
                 rows[case] = row
                 _merge_rows(out, run, {case: row})

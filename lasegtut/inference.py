@@ -353,8 +353,15 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
                    info: ModelInfo | Geometry | None = None, *,
                    spacing: tuple[float, float, float] | None = None, tta: bool = False,
                    largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
-                   locate: bool = True) -> np.ndarray:
+                   locate: bool = True, return_probability: bool = False
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
+
+    ``return_probability``: return ``(mask, probability)`` instead, ``probability`` the float32
+    map ``(x, y, z)`` on the same grid as ``image`` and the mask (the members' average
+    probability of "left atrium", in [0, 1], before the 0.5 threshold and the largest component;
+    0 outside the model's window), from which :mod:`lasegtut.uncertainty` computes its maps
+    (:func:`predict_probabilities` gives the map alone).
 
     ``model`` and ``info`` come from :func:`load_model` (default: the shipped model; ``info`` may
     also be a bare :class:`~lasegtut.geometry.Geometry`); or ``model`` is a list of ``(model,
@@ -379,13 +386,16 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
     prob, origin, work, target, rescale = _predict_window(image, model, info, spacing=spacing, tta=tta,
                                                            batch_size=batch_size, device=device, locate=locate)
     if rescale:
-        full = paste_window(prob, work.shape, origin)
-        mask = (resample(full, target, spacing, shape=image.shape) >= 0.5).astype(np.uint8)
-        return largest_component(mask) if largest_cc else mask
+        full = np.clip(resample(paste_window(prob, work.shape, origin), target, spacing, shape=image.shape),
+                       0.0, 1.0).astype(np.float32, copy=False)
+        mask = (full >= 0.5).astype(np.uint8)
+        mask = largest_component(mask) if largest_cc else mask
+        return (mask, full) if return_probability else mask
     mask = (prob >= 0.5).astype(np.uint8)
     if largest_cc:  # on the window: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
-    return paste_window(mask, image.shape, origin)
+    mask = paste_window(mask, image.shape, origin)
+    return (mask, paste_window(prob, image.shape, origin)) if return_probability else mask
 
 
 def predict_probabilities(image: np.ndarray, model: UNet | Members | None = None,
@@ -455,43 +465,77 @@ def write_mask(mask_ras: np.ndarray, original: nib.Nifti1Image, output: str | os
 def predict_file(input: str | os.PathLike, output: str | os.PathLike, *,
                  weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  force: bool = False, tta: bool = False, largest_component: bool = True,
-                 device: str | torch.device = "auto") -> dict:
-    """Segment the scan ``input`` and write the mask to ``output`` (same shape and affine).
+                 device: str | torch.device = "auto",
+                 uncertainty_map: str | os.PathLike | None = None) -> dict:
+    """Segment the scan ``input`` and write the mask to ``output`` (same shape and affine), with its
+    QC sidecar ``<output name>.qc.json`` beside it (:mod:`lasegtut.uncertainty`).
 
     ``weights``: one weights file, or several whose probabilities are averaged (default: the
-    shipped model). ``device``: see :func:`resolve_device`.
+    shipped model). ``device``: see :func:`resolve_device`. ``uncertainty_map``: also write the
+    voxel uncertainty map (:func:`lasegtut.uncertainty.voxel_uncertainty`, float32 NIfTI on the
+    scan's grid) to this ``.nii.gz`` / ``.nii`` file.
 
-    Nothing is written when anything fails; the output location is checked before any work; an
-    input (the scan, a weights file) is never overwritten; an existing ``output`` is only replaced
-    with ``force=True``, and then atomically (written to a temporary file, then renamed).
+    Nothing is written when anything fails; every output location (mask, sidecar, map) is checked
+    before any work; an input (the scan, a weights file) is never overwritten; an existing output
+    is only replaced with ``force=True``, and then atomically (written to a temporary file, then
+    renamed).
 
     Returns:
         A report: ``output``, ``volume_ml``, ``voxels``, ``status`` (``"ok"``, or why the volume
-        cannot be trusted), ``spacing_mm``, ``shape``, ``seconds``, ``weights``, ``device``.
+        cannot be trusted), ``uncertainty`` (>= 0, higher = less trustworthy), ``qc`` (``"ok"``,
+        ``"review"`` or ``"unknown"``), ``qc_threshold``, ``sidecar``, ``uncertainty_map`` (or
+        None), ``spacing_mm``, ``shape``, ``seconds``, ``weights``, ``device``.
 
     Raises:
         LasegError: bad input, or no atrium found (an empty answer is never written as a result).
     """
+    from .cohort import weights_fingerprint
+    from .uncertainty import (assess, members_threshold, sidecar, sidecar_path, voxel_uncertainty, write_sidecar,
+                              write_uncertainty_map)
+
     t0 = time.perf_counter()
     output = Path(output)
     paths = [weights] if isinstance(weights, (str, os.PathLike)) else weights
-    _check_output(output, force, inputs=[input, *(paths or [])])
+    inputs = [input, *(paths or [])]
+    _check_output(output, force, inputs=inputs)
+    side = check_output_file(sidecar_path(output), force=force, inputs=inputs, what="sidecar")
+    umap = Path(uncertainty_map) if uncertainty_map is not None else None
+    if umap is not None:
+        from .safeio import same_file
+
+        if same_file(umap, output):
+            raise LasegError(f"--uncertainty-map {umap} is the mask's own path; give the map a name of its own")
+        check_output_file(umap, force=force, inputs=inputs, suffixes=(".nii.gz", ".nii"), what="--uncertainty-map")
     device = resolve_device(device)
     original = load_nifti(input)
     image, spacing, _ = load_image(input, original)
     members = load_models(paths, device=device)
-    mask_ras = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component, device=device)
+    mask_ras, prob = predict_volume(image, members, spacing=spacing, tta=tta, largest_cc=largest_component,
+                                    device=device, return_probability=True)
     if not mask_ras.any():
         raise LasegError(f"no left atrium found in {input}: the model's answer is empty (is it a cardiac MRI "
                          "that covers the heart?); nothing written")
-    write_mask(mask_ras, original, output)
     ml = volume_ml(mask_ras, spacing)  # the same voxels as the written mask, only flipped and transposed
+    qc = assess(prob, mask_ras, spacing, members_threshold([info for _, info in members]), ml)
+    names = [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name]
+    written: list[Path] = []
+    try:  # all or nothing: a failure on the way removes what this call wrote
+        if umap is not None:
+            written.append(write_uncertainty_map(voxel_uncertainty(prob), original, umap))
+        del prob
+        written.append(write_mask(mask_ras, original, output))
+        written.append(write_sidecar(side, sidecar({**qc, "volume_ml": round(ml, 2)}, output, weights=names,
+                                                   weights_sha256=weights_fingerprint(paths))))
+    except BaseException:
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
     why = implausible(ml)
     status = "ok" if why is None else f"implausible: {why}; check the mask before using it"
     return {
-        "output": str(output), "volume_ml": ml, "voxels": int(mask_ras.sum()), "status": status,
+        "output": str(output), "volume_ml": ml, "voxels": int(mask_ras.sum()), "status": status, **qc,
+        "sidecar": str(side), "uncertainty_map": str(umap) if umap is not None else None,
         "spacing_mm": [round(s, 4) for s in spacing], "shape": list(original.shape),
         "seconds": round(time.perf_counter() - t0, 3),
-        "weights": [str(p) for p in paths] if paths else ["shipped:" + SHIPPED_WEIGHTS.name],
-        "device": str(device),
+        "weights": names, "device": str(device),
     }

@@ -248,7 +248,8 @@ def test_parts_at_once_into_one_folder_match_a_single_run(tmp_path, model):
         assert (tmp_path / "parts" / f"{case}.nii.gz").read_bytes() == (tmp_path / "single" / f"{case}.nii.gz").read_bytes()
         assert {**parts[case], "seconds": ""} == {**single[case], "seconds": ""}
     masks = sorted(p.name for p in (tmp_path / "parts").iterdir())
-    assert masks == sorted([".volumes.csv.lock", "volumes.csv", *(f"s{i:02d}.nii.gz" for i in range(8))])
+    assert masks == sorted([".volumes.csv.lock", "volumes.csv", *(f"s{i:02d}.nii.gz" for i in range(8)),
+                            *(f"s{i:02d}.qc.json" for i in range(8))])  # each mask with its QC sidecar
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "parts").glob("*.nii.gz")}
     assert predict(scans, tmp_path / "parts", "--part", "1", "--parts", "3", "--weights", model) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "parts").glob("*.nii.gz")} == before

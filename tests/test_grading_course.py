@@ -3,7 +3,7 @@
 - every notebook carries nbgrader metadata on each exercise's answer and check cells;
 - a synthetic class built from the student copy of notebook 01 grades exactly (every status,
   every point total);
-- the exercises of all seven notebooks grade "correct" when solved and "missing" when blank;
+- the exercises of every course notebook grade "correct" when solved and "missing" when blank;
 - nbgrader's own ``generate_assignment`` accepts the course as its source and releases the same
   stubs as ``lasegtut assignments build``, with cells our grader matches.
 """
@@ -25,7 +25,7 @@ from lasegtut.classroom.grading import grade_class
 from lasegtut.classroom.kernel_run import RunLimits
 
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
-N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 2, "05": 2, "06": 4, "07": 3}
+N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 2, "05": 2, "06": 4, "07": 3, "08": 2}
 # Generous limits: the slowest course cell (a short training run in 05) takes ~20 s on a quiet 2-core
 # CPU, and two notebooks run at once. Notebook 01's cells take a few seconds at most; its infinite
 # loop below costs exactly LIMITS_01's cell limit.
@@ -49,7 +49,7 @@ def read_rows(out: Path) -> dict[tuple[str, str, str], tuple[str, str, str]]:
 
 def test_course_notebooks_carry_nbgrader_metadata():
     """Each exercise: its answer cell is an nbgrader 'autograded answer', the next code cell its 'autograder tests'."""
-    assert len(COURSE) == 7
+    assert len(COURSE) == len(N_EXERCISES)
     for path in COURSE:
         nb = load(path)
         t = teacher_notebook(nb, path.name)
@@ -144,7 +144,7 @@ def test_course_class_grades_exactly(student_copies, tmp_path):
 
 @pytest.mark.slow
 def test_every_course_exercise_grades_solved_and_blank(student_copies, tmp_path):
-    """All seven notebooks: the solutions are 'correct', the student copies 'missing', exercise by exercise."""
+    """Every notebook: the solutions are 'correct', the student copies 'missing', exercise by exercise."""
     subs = tmp_path / "subs"
     (subs / "solved").mkdir(parents=True)
     (subs / "blank").mkdir(parents=True)
