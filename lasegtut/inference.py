@@ -315,7 +315,7 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
                    info: ModelInfo | Geometry | None = None, *,
                    spacing: tuple[float, float, float] | None = None, tta: bool = False,
                    largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
-                   locate: bool = True) -> np.ndarray:
+                   locate: bool = True, threshold: float = 0.5) -> np.ndarray:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
 
     ``model`` and ``info`` come from :func:`load_model` (default: the shipped model; ``info`` may
@@ -337,7 +337,14 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
 
     For a scan of the MSD geometry (320 x 320 at 1.25 x 1.25 x 1.37 mm) steps 1-3 change nothing:
     the window is the model's training crop.
+
+    A voxel is atrium where the probability is at least ``threshold`` (default 0.5, strictly
+    between 0 and 1; the search for the heart in step 3 always uses 0.5). A threshold chosen by
+    looking at the cases it is then scored on flatters them: choose it on other cases (e.g. under
+    cross-validation, :mod:`lasegtut.crossval`).
     """
+    if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+        raise LasegError(f"the threshold must be a probability strictly between 0 and 1, not {threshold}")
     if model is None:
         members = [load_model(device=device)]
     elif isinstance(model, (list, tuple)):
@@ -370,9 +377,9 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
                 origin, prob = moved, _window_probabilities(work, moved, size, members, **run)
     if rescale:
         full = paste_window(prob, work.shape, origin)
-        mask = (resample(full, target, spacing, shape=image.shape) >= 0.5).astype(np.uint8)
+        mask = (resample(full, target, spacing, shape=image.shape) >= threshold).astype(np.uint8)
         return largest_component(mask) if largest_cc else mask
-    mask = (prob >= 0.5).astype(np.uint8)
+    mask = (prob >= threshold).astype(np.uint8)
     if largest_cc:  # on the window: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
     return paste_window(mask, image.shape, origin)
