@@ -116,3 +116,20 @@ def test_an_arm_runs_every_fold_and_scores_each_case_once(tmp_path):
     assert np.isfinite(arm.summary["dice"]["mean"])
     with pytest.raises(LasegError, match="folder name"):
         run_arm("../x", TINY, data=BUNDLED_SAMPLE, out=tmp_path)
+
+
+def test_fold_diagram_marks_each_case_held_out_once():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lasegtut.plots import fold_diagram
+
+    folds = [["la_003", "la_005", "la_026"], ["la_004"], ["la_007"]]
+    fig, ax = plt.subplots()
+    fold_diagram(ax, folds)
+    grid = np.asarray(ax.images[0].get_array())
+    assert grid.shape == (3, 5) and (grid == 1.0).sum(axis=0).tolist() == [1] * 5  # one run holds out each case
+    assert (grid[0, :3] == 1.0).all() and [t.get_text() for t in ax.get_xticklabels()][:3] == folds[0]
+    plt.close(fig)
