@@ -57,11 +57,10 @@ import numpy as np
 
 from .data import load_image, load_mask_pair, load_nifti
 from .errors import LasegError
-from .evaluation import ROW_KEYS
+from .evaluation import ROW_KEYS, summarize_scores
 from .metrics import NSD_TOLERANCE_MM, score_masks
 from .preprocess import atomic_write
 from .safeio import make_output_dir
-from .stats import N_RESAMPLES, SEED, bootstrap_ci
 from .volume import bsa_mosteller, grade_lavi, implausible, lavi, volume_error_pct, volume_ml
 
 #: Columns of ``volumes.csv`` (volume in mL, spacing in mm, time in s; height to grade only with
@@ -527,19 +526,4 @@ def evaluate_folders(pred_dir: str | os.PathLike, label_dir: str | os.PathLike, 
         pred, lab, sp_p, sp_l = load_mask_pair(p, labels[case])
         m = score_masks(pred, lab, sp_l, pred_spacing=sp_p, nsd_tolerance_mm=nsd_tolerance_mm)
         rows.append({"case": case, **m, "volume_error_pct": volume_error_pct(m["volume_pred_ml"], m["volume_label_ml"])})
-    summary = {}
-    with np.errstate(invalid="ignore"):  # an empty mask's infinite distances give an SD of nan, not a RuntimeWarning
-        for key in SCORE_COLUMNS[1:]:
-            vals = np.array([r[key] for r in rows], dtype=float)
-            worst_of = vals if key not in ("dice", "iou", "nsd") else -vals
-            if key == "volume_error_pct":
-                worst_of = np.abs(vals)
-            summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                            "ci95": list(bootstrap_ci(vals)), "worst": rows[int(np.nanargmax(worst_of))]["case"]}
-    abs_err = [abs(r["volume_error_pct"]) for r in rows]
-    summary["mean_abs_volume_error_pct"] = float(np.mean(abs_err))
-    summary["mean_abs_volume_error_pct_ci95"] = list(bootstrap_ci(abs_err))
-    summary["nsd_tolerance_mm"] = float(nsd_tolerance_mm)
-    summary["bootstrap"] = {"cases": len(rows), "resamples": N_RESAMPLES, "seed": SEED, "confidence": 0.95,
-                            "method": "percentile bootstrap of the mean over cases"}
-    return rows, summary
+    return rows, summarize_scores(rows, SCORE_COLUMNS[1:], nsd_tolerance_mm=nsd_tolerance_mm)

@@ -20,7 +20,9 @@ import numpy as np
 
 from .data import VALIDATION_CASES, load_case, resolve_data_dir
 from .errors import LasegError
-from .metrics import SCORE_KEYS, score_masks
+from .metrics import NSD_TOLERANCE_MM, SCORE_KEYS, score_masks
+from .stats import N_RESAMPLES, SEED, bootstrap_ci
+from .volume import volume_error_pct
 
 if TYPE_CHECKING:
     from .geometry import Geometry
@@ -31,13 +33,19 @@ ROW_KEYS = ("case",) + SCORE_KEYS
 #: Header text of each column in :func:`format_table`.
 COLUMN_TITLES = {"case": "case", "dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 mm", "assd_mm": "ASSD mm", "nsd": "NSD",
                  "volume_pred_ml": "V pred mL", "volume_label_ml": "V label mL", "volume_error_pct": "V err %",
-                 "seconds": "s"}
+                 "seconds": "s", "fold": "fold"}
+#: The numeric columns :func:`summarize_scores` summarises by default: the metrics, both volumes (mL) and the
+#: signed volume error (%).
+SUMMARY_KEYS = SCORE_KEYS + ("volume_error_pct",)
+#: Metrics where a higher value is better (for the other columns, lower is better).
+HIGHER_IS_BETTER = ("dice", "iou", "nsd")
 
 
 def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] | None = None,
                    model=None, info: ModelInfo | Geometry | None = None, *, keep_masks: bool = False,
                    keep_images: bool = False, tta: bool = False, progress: bool = False,
-                   device: str = "auto", keep_probabilities: bool = False) -> list[dict]:
+                   device: str = "auto", keep_probabilities: bool = False, threshold: float = 0.5,
+                   nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> list[dict]:
     """Segment and score labelled cases, one row per case.
 
     Args:
@@ -56,14 +64,17 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         tta: flip test-time augmentation (off by default, as in ``lasegtut predict``).
         progress: show a tqdm progress bar over the cases.
         device: where the network runs (``"auto"``: a CUDA GPU if there is one, else the CPU).
+        threshold: the probability a voxel needs to be called atrium (default 0.5; see
+            :func:`lasegtut.inference.predict_volume`).
+        nsd_tolerance_mm: the tolerance of the NSD in mm (default: the Decathlon's).
 
     Returns:
         A list of dicts with :data:`ROW_KEYS` (python floats; distances are ``inf`` when one
-        mask is empty, see :mod:`lasegtut.metrics`) plus ``"seconds"`` (wall time of the
-        prediction) and the arrays asked for.
+        mask is empty, see :mod:`lasegtut.metrics`) plus ``"volume_error_pct"`` (signed, % of the
+        label's volume), ``"seconds"`` (wall time of the prediction) and the arrays asked for.
     """
     # torch only where a model runs: format_table (``lasegtut evaluate`` on folders) needs none
-    from .inference import load_model, predict_probabilities, predict_volume, segment_probabilities
+    from .inference import load_model, predict_volume
 
     root = resolve_data_dir(root)
     cases = list(VALIDATION_CASES if cases is None else cases)
@@ -78,13 +89,15 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
     for case_id in iterator:
         case = load_case(root, case_id)
         t0 = time.perf_counter()
+        pred = predict_volume(case.image, model, info, spacing=case.spacing, tta=tta, device=device,
+                              threshold=threshold, return_probability=keep_probabilities)
         if keep_probabilities:
-            prob = predict_probabilities(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
-            pred = segment_probabilities(prob)
-        else:
-            pred = predict_volume(case.image, model, info, spacing=case.spacing, tta=tta, device=device)
+            pred, prob = pred
         seconds = time.perf_counter() - t0
-        row: dict = {"case": case_id, **score_masks(pred, case.label, case.spacing), "seconds": seconds}
+        scores = score_masks(pred, case.label, case.spacing, nsd_tolerance_mm=nsd_tolerance_mm)
+        row: dict = {"case": case_id, **scores,
+                     "volume_error_pct": volume_error_pct(scores["volume_pred_ml"], scores["volume_label_ml"]),
+                     "seconds": seconds}
         if keep_masks:
             row.update(pred=pred, label=case.label, spacing=case.spacing, affine=case.affine)
         if keep_images:
@@ -95,9 +108,54 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
     return rows
 
 
+def summarize_scores(rows: Sequence[dict], keys: Sequence[str] = SUMMARY_KEYS, *,
+                     nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> dict:
+    """Means over cases, each with its 95% bootstrap interval: the summary of every table of scores
+    (``lasegtut evaluate`` on folders, the out-of-fold report, the capstone's arms).
+
+    Args:
+        rows: one dict per case (``"case"`` and the numeric ``keys``; a ``"volume_error_pct"``
+            column, % of the label's volume, adds the mean absolute volume error).
+        keys: the numeric columns to summarise.
+        nsd_tolerance_mm: the NSD's tolerance the rows were scored with, recorded in the summary.
+
+    Returns:
+        For each key ``{"mean", "sd", "ci95": [lo, hi], "worst": case}`` (``ci95``: the 95%
+        percentile-bootstrap interval of the mean over cases, :func:`lasegtut.stats.bootstrap_ci`;
+        ``worst``: lowest Dice, IoU and NSD, largest distances and absolute volume error); then
+        ``mean_abs_volume_error_pct`` and its ``mean_abs_volume_error_pct_ci95`` (with a volume
+        error column), ``nsd_tolerance_mm``, and ``bootstrap`` (cases, resamples, seed).
+
+    Raises:
+        LasegError: no rows.
+    """
+    if not rows:
+        raise LasegError("no cases to summarise")
+    summary: dict = {}
+    with np.errstate(invalid="ignore"):  # an empty mask's infinite distances give an SD of nan, not a RuntimeWarning
+        for key in keys:
+            vals = np.array([r[key] for r in rows], dtype=float)
+            worst_of = -vals if key in HIGHER_IS_BETTER else vals
+            if key == "volume_error_pct":
+                worst_of = np.abs(vals)
+            worst = rows[int(np.nanargmax(worst_of))]["case"] if not np.isnan(worst_of).all() else None
+            summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                            "ci95": list(bootstrap_ci(vals)), "worst": worst}
+    if "volume_error_pct" in keys:
+        abs_err = [abs(r["volume_error_pct"]) for r in rows]
+        summary["mean_abs_volume_error_pct"] = float(np.mean(abs_err))
+        summary["mean_abs_volume_error_pct_ci95"] = list(bootstrap_ci(abs_err))
+    summary["nsd_tolerance_mm"] = float(nsd_tolerance_mm)
+    summary["bootstrap"] = {"cases": len(rows), "resamples": N_RESAMPLES, "seed": SEED, "confidence": 0.95,
+                            "method": "percentile bootstrap of the mean over cases"}
+    return summary
+
+
 def _fmt(value, digits: int) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))  # a count or a fold number, not a measurement
     v = float(value)
     if math.isinf(v):
         return "inf"

@@ -311,6 +311,13 @@ def check_resampled_size(shape: tuple[int, ...], spacing: tuple[float, ...], tar
                          f"{' x '.join(f'{t:g}' for t in target)} mm, {limit}; is the voxel size in its header right?")
 
 
+def check_threshold(threshold: float) -> float:
+    """``threshold``, a probability strictly between 0 and 1; LasegError otherwise."""
+    if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 < threshold < 1):
+        raise LasegError(f"the threshold must be a probability strictly between 0 and 1, not {threshold!r}")
+    return float(threshold)
+
+
 def _predict_window(image: np.ndarray, model, info, *, spacing, tta: bool, batch_size: int, device,
                     locate: bool) -> tuple[np.ndarray, tuple[int, int], np.ndarray, tuple[float, float, float], bool]:
     """Steps 1-3 of :func:`predict_volume`: the probabilities ``(x', y', z)`` in the model's window of the
@@ -353,7 +360,7 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
                    info: ModelInfo | Geometry | None = None, *,
                    spacing: tuple[float, float, float] | None = None, tta: bool = False,
                    largest_cc: bool = True, batch_size: int = 16, device: str | torch.device = "auto",
-                   locate: bool = True, return_probability: bool = False
+                   locate: bool = True, return_probability: bool = False, threshold: float = 0.5
                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment an RAS volume ``(x, y, z)`` (raw intensities) -> uint8 mask ``(x, y, z)``.
 
@@ -382,16 +389,22 @@ def predict_volume(image: np.ndarray, model: UNet | Members | None = None,
 
     For a scan of the MSD geometry (320 x 320 at 1.25 x 1.25 x 1.37 mm) steps 1-3 change nothing:
     the window is the model's training crop.
+
+    A voxel is atrium where the probability is at least ``threshold`` (default 0.5, strictly
+    between 0 and 1; the search for the heart in step 3 always uses 0.5). A threshold chosen by
+    looking at the cases it is then scored on flatters them: choose it on other cases (e.g. under
+    cross-validation, :mod:`lasegtut.crossval`).
     """
+    check_threshold(threshold)
     prob, origin, work, target, rescale = _predict_window(image, model, info, spacing=spacing, tta=tta,
                                                            batch_size=batch_size, device=device, locate=locate)
     if rescale:
         full = np.clip(resample(paste_window(prob, work.shape, origin), target, spacing, shape=image.shape),
                        0.0, 1.0).astype(np.float32, copy=False)
-        mask = (full >= 0.5).astype(np.uint8)
+        mask = (full >= threshold).astype(np.uint8)
         mask = largest_component(mask) if largest_cc else mask
         return (mask, full) if return_probability else mask
-    mask = (prob >= 0.5).astype(np.uint8)
+    mask = (prob >= threshold).astype(np.uint8)
     if largest_cc:  # on the window: the same answer as on the full grid (zeros outside), 4x fewer voxels
         mask = largest_component(mask)
     mask = paste_window(mask, image.shape, origin)
@@ -421,8 +434,7 @@ def segment_probabilities(prob: np.ndarray, threshold: float = 0.5, largest_cc: 
     """A uint8 mask from probabilities (:func:`predict_probabilities`): voxels with ``prob >= threshold``,
     and of those only the largest 26-connected component when ``largest_cc`` (the atrium is one
     object). The defaults are the course's: :func:`predict_volume` segments this way."""
-    if not 0.0 < threshold <= 1.0:
-        raise LasegError(f"the threshold must lie in (0, 1], not {threshold!r}")
+    check_threshold(threshold)
     mask = (np.asarray(prob) >= threshold).astype(np.uint8)
     return largest_component(mask) if largest_cc else mask
 

@@ -5,8 +5,8 @@ Locations (absolute paths):
 - :data:`SHIPPED_WEIGHTS`: the model shipped inside the package;
 - :data:`COURSE_ROOT`: the course checkout that holds this package (a clone, or an editable
   install of one), with :data:`BUNDLED_SAMPLE` (three real cases, always present in a clone),
-  :data:`DUPLICATE_PAIR`, :data:`NOTEBOOKS` and :data:`RUNS` (where the notebooks train your own
-  models: :func:`trained_weights`);
+  :data:`DUPLICATE_PAIR`, :data:`NOTEBOOKS`, :data:`BENCHMARK_RESULTS` (committed figures files)
+  and :data:`RUNS` (where the notebooks train your own models: :func:`trained_weights`);
 - :data:`SHARED_DATA`: the full data set beside the checkout on the project's own test machines.
 
 Environment variables (read when a function asks, never at import):
@@ -42,6 +42,8 @@ NOTEBOOKS = COURSE_ROOT / "notebooks"
 STUDENT_NOTEBOOKS = COURSE_ROOT / "student"
 #: Where the notebooks train models: ``RUNS / <profile>`` is a ``lasegtut train --out`` folder.
 RUNS = COURSE_ROOT / "runs"
+#: Committed benchmark results (figures files that notebooks and docs quote; they ship with a clone).
+BENCHMARK_RESULTS = COURSE_ROOT / "benchmarks" / "results"
 #: The full Task02_Heart beside the checkout, on this project's own test machines.
 SHARED_DATA = COURSE_ROOT.parent / "shared" / "data" / "msd-task02-heart"
 

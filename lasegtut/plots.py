@@ -617,6 +617,25 @@ def bland_altman(ax: plt.Axes, a: Sequence[float], b: Sequence[float], names: Se
     return ax
 
 
+
+def fold_diagram(ax: plt.Axes, folds: Sequence[Sequence[str]]) -> plt.Axes:
+    """Grouped k-fold cross-validation as a grid: one row per run (fold ``k`` held out), one column
+    per case (grouped by fold), each cell *held out* (dark) or *trained on* (light). Every case is
+    held out exactly once: the out-of-fold predictions cover all cases."""
+    cases = [c for f in folds for c in f]
+    grid = np.array([[1.0 if c in set(f) else 0.25 for c in cases] for f in folds])
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(folds)))
+    ax.set_yticklabels([f"run {k}: fold {k} held out" for k in range(len(folds))], fontsize=8)
+    edges = np.cumsum([len(f) for f in folds])[:-1] - 0.5
+    for x in edges:
+        ax.axvline(x, color="white", lw=2)
+    ax.set_title("dark: held out (scored), light: trained on", fontsize=9)
+    return ax
+
+
 # ============================================================ 3D surfaces
 def camera_direction(elev: float, azim: float) -> np.ndarray:
     """Unit vector from the scene towards matplotlib's 3D camera at ``elev``, ``azim`` degrees."""

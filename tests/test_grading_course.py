@@ -25,7 +25,7 @@ from lasegtut.classroom.grading import grade_class
 from lasegtut.classroom.kernel_run import RunLimits
 
 COURSE = sorted(NOTEBOOKS.glob("0*.ipynb"))
-N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 2, "05": 2, "06": 4, "07": 3, "08": 2}
+N_EXERCISES = {"01": 2, "02": 2, "03": 2, "04": 2, "05": 2, "06": 4, "07": 3, "08": 2, "09": 2}
 # Generous limits: the slowest course cell (a short training run in 05) takes ~20 s on a quiet 2-core
 # CPU, and two notebooks run at once. Notebook 01's cells take a few seconds at most; its infinite
 # loop below costs exactly LIMITS_01's cell limit.

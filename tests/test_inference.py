@@ -294,3 +294,30 @@ def test_no_atrium_is_refused_and_never_graded(tmp_path, capsys):
     assert main(["volume", str(small), "--height-cm", "175", "--weight-kg", "70"]) == 2
     assert "not graded" in capsys.readouterr().err
     assert main(["volume", str(small)]) == 0  # the volume itself is still reported
+
+
+def test_threshold_sets_the_probability_a_voxel_needs():
+    """Three stubs averaged: one 'atrium everywhere', two 'nowhere' give a probability of 1/3 in the
+    crop: atrium at a threshold of 0.3, nothing at the default 0.5; a threshold that is not a
+    probability strictly between 0 and 1 is refused."""
+    import torch
+
+    from lasegtut.errors import LasegError
+
+    class Const(torch.nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            return torch.full((len(x), 1, *x.shape[-2:]), self.value)
+
+    image = load_case(SAMPLE, "la_020").image
+    info = Geometry(input_size=160, border=80, context=0, context_stride=1, slice_axis=2)
+    third = [(Const(1000.0), info), (Const(-1000.0), info), (Const(-1000.0), info)]
+    assert not predict_volume(image, third, largest_cc=False, locate=False).any()
+    low = predict_volume(image, third, largest_cc=False, locate=False, threshold=0.3)
+    assert low[80:-80, 80:-80].all() and not low[:80].any()
+    for bad in (0, 1, 1.5, -0.1, "0.5"):
+        with pytest.raises(LasegError, match="threshold"):
+            predict_volume(image, third, threshold=bad)
