@@ -160,6 +160,20 @@ def package_version(module: str, distribution: str) -> str:
         return "not installed"
 
 
+def quiet_lightning() -> None:
+    """Keep only real problems from Lightning in a notebook's output: its hardware lines, tips and
+    deprecation warnings print file paths of the machine that ran it (a saved notebook must not)."""
+    import logging
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  (its import sets its loggers to INFO: import it first)
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)  # e.g. "the dataloader does not have many workers"
+    warnings.filterwarnings("ignore", module="pytorch_lightning|lightning_fabric")  # deprecations inside Lightning
+
+
 def print_versions() -> None:
     """Print the versions that matter for reproducing a notebook, and the device (without
     importing torch or Lightning: see the module's docstring)."""

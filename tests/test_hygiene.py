@@ -2,6 +2,7 @@
 the teacher notes that cover every notebook."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -126,3 +127,17 @@ def test_the_glossary_defines_the_course_words():
     for term in ("RAS / LPS", "Array axis vs anatomical plane", "Slice vs section", "Dice", "IoU", "HD95",
                  "ASSD", "NSD", "LAVI", "BSA", "2.5D input", "TTA", "Display convention"):
         assert f"**{term}" in text, term
+
+
+def test_saved_notebooks_hold_no_machine_paths():
+    """A saved output must not show where the authors' machine keeps things (a warning printed by a
+    library inside a virtual environment, a temporary folder): both editions."""
+    leaks = re.compile(r"site-packages|/tmp/|/home/|/root/|/work/|[A-Z]:\\\\Users")
+    for folder in ("notebooks", "student"):
+        for path in sorted((REPO / folder).glob("*.ipynb")):
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            for i, cell in enumerate(nb["cells"]):
+                for out in cell.get("outputs", []):
+                    text = json.dumps(out.get("text", "")) + json.dumps(out.get("data", {}).get("text/plain", ""))
+                    m = leaks.search(text)
+                    assert not m, f"{folder}/{path.name} cell {i}: an output shows a machine path ({m.group(0)!r})"
