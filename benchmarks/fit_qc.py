@@ -27,7 +27,8 @@ work provides models for them), clean and degraded with :func:`lasegtut.degrade.
    grown by 10 voxels), 2 million voxels drawn at random (seed 0);
 5. ``--write OUT.pt``: a copy of the weights file with ``qc_threshold``, ``qc_estimator``,
    ``calibration_temperature`` and ``qc_fit`` (how they were chosen) in its ``meta``; the network's
-   tensors are kept byte for byte (checked; :func:`lasegtut.uncertainty.store_qc_settings`). Replace the shipped file with it in a commit.
+   tensors are kept byte for byte (checked; :func:`lasegtut.uncertainty.store_qc_settings`).
+   Replace the shipped file with it in a commit.
 
 ``--cache DIR`` keeps each scan's probabilities (a box around the atrium, float16, ``.npz``) so
 that a rerun only computes what is missing.

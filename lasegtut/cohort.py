@@ -331,7 +331,8 @@ def _still_valid(old: dict | None, out: Path, case: str, scan: Path, provenance:
 
     if not old or not (old.get("status") == "ok" or str(old.get("status", "")).startswith("implausible")):
         return False
-    if old.get("qc") not in QC_VALUES or not old.get("uncertainty") or not sidecar_path(out / f"{case}.nii.gz").is_file():
+    if old.get("qc") not in QC_VALUES or not old.get("uncertainty") \
+            or not sidecar_path(out / f"{case}.nii.gz").is_file():
         return False
     if any(old.get(k) != v for k, v in provenance.items()) or old.get("mask") != f"{case}.nii.gz":
         return False

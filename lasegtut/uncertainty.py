@@ -13,10 +13,10 @@ The network gives, for every voxel, a probability ``p`` of "left atrium". Where 
   ``uncertainty``; 0 or more, higher = less trustworthy): the entropy summed over the voxels in
   and near the predicted atrium (the mask dilated by :data:`NEAR_MM` mm), divided by the number
   of voxels of the mask. In words: *how many "undecided voxels" the atrium carries per voxel
-  of atrium*. A clean scan has a thin undecided rim around a large atrium (about 0.1 for the
-  shipped model); a degraded one has a wide rim, holes and fragments around a smaller one. An
-  empty mask has an infinite uncertainty. It is computed in a box around the mask, so it costs
-  well under a second (``benchmarks/uncertainty.py`` prints the time);
+  of atrium*. A clean scan has a thin undecided rim around a large atrium (0.18-0.24 bit per
+  voxel for the shipped model on the bundled scans); a degraded one has a wide rim, holes and
+  fragments around a smaller one. An empty mask has an infinite uncertainty. It is computed in a
+  box around the mask: 0.08 s per scan (``benchmarks/uncertainty.py`` prints the time);
 * a **QC flag** (:func:`qc_flag`): ``"review"`` when the uncertainty is above the threshold stored
   with the model, or the volume is implausible (:func:`lasegtut.volume.implausible`); ``"ok"``
   otherwise; ``"unknown"`` when the weights carry no threshold for this estimator (a model
@@ -28,7 +28,9 @@ degraded copies, ``benchmarks/fit_qc.py``): it ranked the errors best of the che
 tried (entropy near the atrium per atrium voxel; entropy over the whole map per atrium voxel; the
 share of voxels with 0.25 < p < 0.75 per atrium voxel; the thresholded voxels the largest
 component drops; one minus the soft Dice between ``p`` and the mask); the figures are in
-``benchmarks/results/uncertainty.md``. Test-time variants (several predictions per scan) would
+``benchmarks/results/uncertainty.md``. A model can be wrong *with confidence*: the shipped model
+segments blurred copies of la_009 below Dice 0.80 with an uncertainty under the threshold, so
+``ok`` is no proof. Test-time variants (several predictions per scan) would
 cost a multiple of the prediction time, over the 5 s budget of ``predict`` on a 2-core CPU.
 
 **Where the threshold lives.** ``benchmarks/fit_qc.py`` chooses it on the *training* cases (never

@@ -135,7 +135,7 @@ def test_an_implausible_volume_is_reported_and_never_graded(tmp_path, monkeypatc
     def speck(image, *a, **k):
         mask = np.zeros(image.shape, np.uint8)
         mask[150:152, 150:152, 50:52] = 1  # 8 voxels: 0.02 mL
-        return mask
+        return (mask, mask.astype(np.float32)) if k.get("return_probability") else mask
 
     monkeypatch.setattr(inference, "predict_volume", speck)
     scans = tmp_path / "scans"
@@ -143,12 +143,14 @@ def test_an_implausible_volume_is_reported_and_never_graded(tmp_path, monkeypatc
     shutil.copy(SAMPLE / "imagesTr" / "la_009.nii.gz", scans / "la_009.nii.gz")
     report = inference.predict_file(scans / "la_009.nii.gz", tmp_path / "one.nii.gz", device="cpu")
     assert report["status"].startswith("implausible: 0.0 mL is outside any adult left atrium")
+    assert report["qc"] == "review"  # however sure the model was
     assert (tmp_path / "one.nii.gz").is_file()
     (tmp_path / "body.csv").write_text("case,height_cm,weight_kg\nla_009,170,70\n")
     out = tmp_path / "out"
     assert main(["predict", str(scans), str(out), "--body-sizes", str(tmp_path / "body.csv"), "--device", "cpu"]) == 0
     row = read(out / "volumes.csv")["la_009"]
     assert row["status"].startswith("implausible:") and not row.get("grade") and not row.get("lavi_ml_m2")
+    assert row["qc"] == "review"
 
 
 def test_plausible_range():

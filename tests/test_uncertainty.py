@@ -221,8 +221,10 @@ def test_volume_and_shape_say_when_they_measure_a_flagged_mask(tmp_path, models,
 # ----------------------------------------------------------------------------- does it rank the errors?
 #: Degraded copies of the bundled cases for the slow test (lasegtut.degrade.SEVERITIES): from
 #: harmless to fatal for the shipped model (benchmarks/uncertainty.py has every severity).
+#: Measured there (seed 0): Dice 0.865 / 0.918 / 0.894 clean, 0.099 noise_snr4, 0.137 and 0.721 gamma_2,
+#: 0.882 thick_8x; uncertainty 0.243 / 0.176 / 0.220, 1.437, 1.284 and 0.430, 0.201 (threshold 0.2527).
 SLOW_SET = (("la_009", "clean"), ("la_014", "clean"), ("la_020", "clean"),
-            ("la_014", "noise_snr4"), ("la_020", "noise_snr2"), ("la_009", "gamma_3"), ("la_014", "blur_3mm"))
+            ("la_014", "noise_snr4"), ("la_009", "gamma_2"), ("la_020", "gamma_2"), ("la_014", "thick_8x"))
 
 
 @pytest.mark.slow  # 7 predictions of real scans: about 30-40 s on a 2-core CPU
