@@ -440,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("label", help="reference mask (NIfTI) on the same grid, or a folder (same case names)")
     sp.add_argument("--out", help="with folders: write the per-case table to this CSV")
     sp.add_argument("--nsd-tolerance", type=_tolerance, metavar="MM",
-                    help="tolerance of the normalised surface distance (NSD), mm (default: 4, the Medical "
-                         "Segmentation Decathlon's for the left atrium, Antonelli et al. 2022)")
+                    help="tolerance of the normalised surface distance (NSD), mm (default: 4, attributed to the "
+                         "Medical Segmentation Decathlon for the left atrium, Antonelli et al. 2022; unverified, see docs/protocol.md)")
     sp.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 

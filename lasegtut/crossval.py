@@ -159,7 +159,7 @@ def run_arm(name: str, changes: Mapping[str, Any] | None = None, *, data: str | 
             (default: ``runs/capstone`` in the course checkout, :data:`lasegtut.paths.RUNS`).
         device: where the held-out cases are segmented.
         progress: show Lightning's progress bars and the folds.
-        nsd_tolerance_mm: the NSD's tolerance (default: the Decathlon's).
+        nsd_tolerance_mm: the NSD's tolerance (default: 4 mm, :data:`lasegtut.metrics.NSD_TOLERANCE_MM`).
 
     Returns:
         An :class:`ArmResult`, the rows in fold order.

@@ -66,7 +66,7 @@ def evaluate_cases(root: str | os.PathLike | None = None, cases: Sequence[str] |
         device: where the network runs (``"auto"``: a CUDA GPU if there is one, else the CPU).
         threshold: the probability a voxel needs to be called atrium (default 0.5; see
             :func:`lasegtut.inference.predict_volume`).
-        nsd_tolerance_mm: the tolerance of the NSD in mm (default: the Decathlon's).
+        nsd_tolerance_mm: the tolerance of the NSD in mm (default: 4 mm, :data:`lasegtut.metrics.NSD_TOLERANCE_MM`).
 
     Returns:
         A list of dicts with :data:`ROW_KEYS` (python floats; distances are ``inf`` when one
