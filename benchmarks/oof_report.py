@@ -27,7 +27,7 @@ Example (the committed ``benchmarks/results/oof_cpu_4epochs.csv``, see its ``.js
     python benchmarks/oof_report.py oof/oof $D/labelsTr --runs oof/fold{0,1,2,3,4} \\
         --out benchmarks/results/oof_cpu_4epochs.csv --command "$(cat oof/run.sh)"
 
-(``oof/`` holds the fold runs and ``oof/oof`` their out-of-fold masks, as in docs/protocol.md; ``D``
+(``oof/`` holds the fold runs and ``oof/oof`` their out-of-fold masks, as in the model card; ``D``
 the MSD Task02_Heart folder.)
 
 Exit status 2 with one line on stderr for bad input (a missing folder, a run without split.json,

@@ -7,6 +7,7 @@ from dataclasses import replace
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from conftest import SAMPLE, write_nifti
 from lasegtut.cli import main
@@ -24,6 +25,18 @@ def predicted(tmp_path_factory):
     out = tmp_path_factory.mktemp("pred") / "mask.nii.gz"
     report = predict_file(SCAN, out)
     return out, report
+
+
+class ConstNet(torch.nn.Module):
+    """A stand-in network whose every output logit is ``value`` (1000: "atrium everywhere",
+    -1000: "nowhere")."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((len(x), 1, *x.shape[-2:]), self.value)
 
 
 def test_mask_on_the_input_grid(predicted):
@@ -179,22 +192,14 @@ def test_several_models_are_averaged_across_their_axes():
     third 'nowhere' model the average is 1/3 and the mask empty."""
     import torch
 
-    class Const(torch.nn.Module):
-        def __init__(self, value: float) -> None:
-            super().__init__()
-            self.value = value
-
-        def forward(self, x):
-            return torch.full((len(x), 1, *x.shape[-2:]), self.value)
-
     image = load_case(SAMPLE, "la_020").image
     info = lambda axis: Geometry(input_size=160, border=80, context=0, context_stride=1, slice_axis=axis)  # noqa: E731
-    yes, no = (Const(1000.0), info(0)), (Const(-1000.0), info(2))
+    yes, no = (ConstNet(1000.0), info(0)), (ConstNet(-1000.0), info(2))
     both = predict_volume(image, [yes, no], largest_cc=False, locate=False)
     assert both[80:-80, 80:-80].all() and not both[:80].any()  # the crop, and nothing outside it
-    assert not predict_volume(image, [yes, no, (Const(-1000.0), info(1))], largest_cc=False, locate=False).any()
+    assert not predict_volume(image, [yes, no, (ConstNet(-1000.0), info(1))], largest_cc=False, locate=False).any()
     with pytest.raises(Exception, match="same crop"):
-        predict_volume(image, [yes, (Const(1.0), replace(info(1), border=32))])
+        predict_volume(image, [yes, (ConstNet(1.0), replace(info(1), border=32))])
 
 
 def test_device_choice(tmp_path, capsys):
@@ -304,17 +309,9 @@ def test_threshold_sets_the_probability_a_voxel_needs():
 
     from lasegtut.errors import LasegError
 
-    class Const(torch.nn.Module):
-        def __init__(self, value: float) -> None:
-            super().__init__()
-            self.value = value
-
-        def forward(self, x):
-            return torch.full((len(x), 1, *x.shape[-2:]), self.value)
-
     image = load_case(SAMPLE, "la_020").image
     info = Geometry(input_size=160, border=80, context=0, context_stride=1, slice_axis=2)
-    third = [(Const(1000.0), info), (Const(-1000.0), info), (Const(-1000.0), info)]
+    third = [(ConstNet(1000.0), info), (ConstNet(-1000.0), info), (ConstNet(-1000.0), info)]
     assert not predict_volume(image, third, largest_cc=False, locate=False).any()
     low = predict_volume(image, third, largest_cc=False, locate=False, threshold=0.3)
     assert low[80:-80, 80:-80].all() and not low[:80].any()
