@@ -40,8 +40,8 @@ def torch_version() -> str:
 
 def test_notebook_06_grades_right_under_the_default_limits(tmp_path):
     """06 is the notebook the CUDA build broke under the old cap (la_009 refused as 'too large for this machine's
-    memory', so a correct answer was graded error and a blank copy error, not missing). Solved: correct; blank:
-    missing; and no lesson cell failed. With the default memory cap (RunLimits' 4 GiB)."""
+    memory', so a correct answer was graded error and a blank copy error, not missing). Solved: correct (written
+    answers: answered); blank: missing; and no lesson cell failed. With the default memory cap (RunLimits' 4 GiB)."""
     import csv
 
     from conftest import NOTEBOOKS
@@ -63,6 +63,8 @@ def test_notebook_06_grades_right_under_the_default_limits(tmp_path):
         rows = {(r["student"], r["exercise"]): r["status"] for r in csv.DictReader(f)}
     teacher = next(t for t in load_teacher_notebooks(NOTEBOOKS) if t.name == name)
     expected = {(s, e.name): status for e in teacher.exercises for s, status in (("solved", "correct"), ("blank", "missing"))}
+    # the written answers (predictions, judgements, questions): there in the teacher's copy, not in the blank one
+    expected.update({(s, w.name): status for w in teacher.written for s, status in (("solved", "answered"), ("blank", "missing"))})
     assert rows == expected
     for student in ("solved", "blank"):
         assert "## Notes" not in (tmp_path / "out" / "feedback" / f"{student}.md").read_text()
