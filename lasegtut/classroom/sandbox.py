@@ -139,7 +139,8 @@ def read_roots() -> list[str]:
     if user_site and os.path.isdir(user_site):
         roots.add(user_site)
     roots.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
-    roots.update(str(p) for p in (paths.PACKAGE, paths.BUNDLED_SAMPLE.parent, paths.RUNS, paths.SHARED_DATA))
+    roots.update(str(p) for p in (paths.PACKAGE, paths.BUNDLED_SAMPLE.parent, paths.RUNS, paths.SHARED_DATA,
+                                             paths.BENCHMARK_RESULTS))  # 09 reads the committed OOF table
     if os.environ.get(paths.DATA_DIR_VAR):
         roots.add(os.environ[paths.DATA_DIR_VAR])
     out = []
