@@ -17,6 +17,7 @@ from lasegtut.classroom.assignments import build_student_notebooks
 from lasegtut.classroom.exercises import teacher_notebook, written_answered, written_status
 from lasegtut.classroom.grading import Grade, feedback_markdown, grade_class, grades_csv
 from lasegtut.errors import LasegError
+from test_grading import with_sources
 from test_grading import FAST, answer_md, cell, check_md, notebook, write
 
 
@@ -47,12 +48,6 @@ def course(tmp_path) -> tuple[Path, dict]:
     return tmp_path / "teacher", json.loads((tmp_path / "student" / "hw.ipynb").read_text())
 
 
-def with_markdown(nb: dict, **sources: str) -> dict:
-    nb = copy.deepcopy(nb)
-    for c in nb["cells"]:
-        if c["id"] in sources:
-            c["source"] = sources[c["id"]]
-    return nb
 
 
 def test_teacher_notebook_lists_written_answers():
@@ -80,7 +75,7 @@ def test_written_status_of_solved_blank_and_edited_copies(course):
     t = teacher_notebook(TEACHER, "hw.ipynb")
     assert written_status(t, TEACHER["cells"]) == {"predict1": "answered", "judge1": "answered"}
     assert written_status(t, stub["cells"]) == {"predict1": "missing", "judge1": "missing"}
-    answered = with_markdown(stub, w1=JUDGEMENT + "\n\nNo: mirrored hearts are rare.")
+    answered = with_sources(stub, w1=JUDGEMENT + "\n\nNo: mirrored hearts are rare.")
     assert written_status(t, answered["cells"]) == {"predict1": "missing", "judge1": "answered"}
     lost = copy.deepcopy(answered)  # another editor dropped ids and metadata: found by the question's text
     for c in lost["cells"]:
@@ -115,7 +110,7 @@ def test_grade_class_reports_written_answers(course, tmp_path):
     write(subs / "solved.ipynb", TEACHER)
     write(subs / "blank.ipynb", stub)
     # the judgement written, the code left: written parts are read from the file, whatever the code does
-    write(subs / "half.ipynb", with_markdown(stub, w1=JUDGEMENT + "\n\nNo, the heart is not symmetric.",
+    write(subs / "half.ipynb", with_sources(stub, w1=JUDGEMENT + "\n\nNo, the heart is not symmetric.",
                                              a1="import os\nos.remove('hw.ipynb')\ndef double(x):\n    return 0"))
     report = grade_class(subs, tmp_path / "out", source=teacher, limits=FAST, progress=False)
     with open(tmp_path / "out" / "grades.csv", newline="") as f:
